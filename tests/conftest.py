@@ -1,0 +1,49 @@
+import pytest
+import torch
+
+from transformers import AutoModelForSeq2SeqLM
+
+from vanilla_transformer import VanillaTransformerConfig
+
+PAD = 0
+
+
+def tiny_config(**overrides) -> VanillaTransformerConfig:
+    """A model small enough to run every property test in well under a second on a CPU."""
+    values = dict(
+        vocab_size=40,
+        d_model=32,
+        encoder_layers=2,
+        decoder_layers=2,
+        encoder_attention_heads=4,
+        decoder_attention_heads=4,
+        encoder_ffn_dim=64,
+        decoder_ffn_dim=64,
+        max_position_embeddings=64,
+        pad_token_id=PAD,
+        bos_token_id=1,
+        eos_token_id=2,
+        decoder_start_token_id=1,
+    )
+    values.update(overrides)
+    return VanillaTransformerConfig(**values)
+
+
+def tiny_model(attn_implementation: str = "sdpa", seed: int = 0, **overrides):
+    torch.manual_seed(seed)
+    config = tiny_config(**overrides)
+    return AutoModelForSeq2SeqLM.from_config(config, attn_implementation=attn_implementation).eval()
+
+
+def padded_batch(lengths, max_length=None, vocab_size=40, seed=0):
+    """Token ids (never a special id) right-padded with PAD to `max_length`, and the matching attention mask."""
+    generator = torch.Generator().manual_seed(seed)
+    max_length = max_length or max(lengths)
+    ids = torch.randint(3, vocab_size, (len(lengths), max_length), generator=generator)
+    mask = torch.arange(max_length)[None, :] < torch.tensor(lengths)[:, None]
+    return ids.masked_fill(~mask, PAD), mask.long()
+
+
+@pytest.fixture(autouse=True)
+def _seed():
+    torch.manual_seed(0)

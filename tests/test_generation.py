@@ -1,0 +1,55 @@
+"""generate(): the key/value cache changes nothing but speed, and padding changes nothing at all."""
+
+import pytest
+import torch
+
+from .conftest import padded_batch, tiny_model
+
+LENGTHS = [7, 3, 5, 1]
+
+
+def generate(model, src, src_mask, **kwargs):
+    with torch.no_grad():
+        return model.generate(input_ids=src, attention_mask=src_mask, max_new_tokens=12, **kwargs)
+
+
+@pytest.mark.parametrize("attn_implementation", ["eager", "sdpa"])
+def test_cached_greedy_equals_uncached_on_a_padded_batch(attn_implementation):
+    model = tiny_model(attn_implementation)
+    src, src_mask = padded_batch(LENGTHS)
+    cached = generate(model, src, src_mask, do_sample=False)
+    uncached = generate(model, src, src_mask, do_sample=False, use_cache=False)
+    assert cached.shape[1] > 1 and torch.equal(cached, uncached)
+
+
+def test_beam_search_with_cache_equals_cache_free_beam_search():
+    model = tiny_model("sdpa")
+    src, src_mask = padded_batch(LENGTHS)
+    kwargs = dict(num_beams=4, num_return_sequences=4, output_scores=True, return_dict_in_generate=True)
+    cached = generate(model, src, src_mask, **kwargs)
+    uncached = generate(model, src, src_mask, use_cache=False, **kwargs)
+    assert cached.sequences.shape[0] == len(LENGTHS) * 4
+    assert torch.equal(cached.sequences, uncached.sequences)
+    assert torch.allclose(cached.sequences_scores, uncached.sequences_scores, atol=1e-5)
+
+
+def test_a_padded_batch_translates_each_source_as_if_alone():
+    model = tiny_model("sdpa")
+    src, src_mask = padded_batch(LENGTHS)
+    batched = generate(model, src, src_mask, num_beams=4)
+    for row, length in enumerate(LENGTHS):
+        alone = generate(model, src[row : row + 1, :length], src_mask[row : row + 1, :length], num_beams=4)
+        assert batched[row, : alone.shape[1]].tolist() == alone[0].tolist()
+
+
+def test_sampling_is_reproducible_under_a_seed_and_respects_max_new_tokens():
+    model = tiny_model("sdpa")
+    src, src_mask = padded_batch(LENGTHS)
+    kwargs = dict(do_sample=True, top_k=10, num_return_sequences=3, eos_token_id=None)
+    torch.manual_seed(5)
+    first = generate(model, src, src_mask, **kwargs)
+    torch.manual_seed(5)
+    again = generate(model, src, src_mask, **kwargs)
+    assert torch.equal(first, again)
+    assert first.shape == (len(LENGTHS) * 3, 1 + 12)  # decoder_start_token_id, then 12 new tokens
+    assert torch.all(first[:, 0] == model.config.decoder_start_token_id)
