@@ -291,6 +291,11 @@ class DecoderLayer(GradientCheckpointingLayer):
         return self.feed_forward_add_norm(hidden_states, self.feed_forward)
 
 
+def stack_final_layer_norm(config: VanillaTransformerConfig) -> nn.Module:
+    """The LayerNorm after a stack's last layer: pre-LN's only normalization of the stack's output."""
+    return nn.LayerNorm(config.d_model, eps=config.layer_norm_eps) if config.add_final_layer_norm else nn.Identity()
+
+
 class VanillaTransformerPreTrainedModel(PreTrainedModel):
     config: VanillaTransformerConfig
     base_model_prefix = "model"
@@ -327,9 +332,7 @@ class VanillaTransformerEncoder(VanillaTransformerPreTrainedModel):
         super().__init__(config)
         self.embeddings = InputEmbedding(config, config.vocab_size)
         self.layers = nn.ModuleList([EncoderLayer(config, layer_idx=i) for i in range(config.encoder_layers)])
-        self.final_layer_norm = (
-            nn.LayerNorm(config.d_model, eps=config.layer_norm_eps) if config.add_final_layer_norm else nn.Identity()
-        )
+        self.final_layer_norm = stack_final_layer_norm(config)
         self.post_init()
 
     @capture_outputs
@@ -363,9 +366,7 @@ class VanillaTransformerDecoder(VanillaTransformerPreTrainedModel):
         super().__init__(config)
         self.embeddings = InputEmbedding(config, config.decoder_vocab_size)
         self.layers = nn.ModuleList([DecoderLayer(config, layer_idx=i) for i in range(config.decoder_layers)])
-        self.final_layer_norm = (
-            nn.LayerNorm(config.d_model, eps=config.layer_norm_eps) if config.add_final_layer_norm else nn.Identity()
-        )
+        self.final_layer_norm = stack_final_layer_norm(config)
         self.post_init()
 
     @merge_with_config_defaults
