@@ -67,3 +67,46 @@ def train_on_reverse_task(
         if on_step is not None:
             on_step(step, loss.item())
     model.eval()
+
+
+_ONES = (
+    "zero one two three four five six seven eight nine ten eleven twelve thirteen fourteen fifteen sixteen "
+    "seventeen eighteen nineteen"
+).split()
+_TENS = "_ _ twenty thirty forty fifty sixty seventy eighty ninety".split()
+
+
+def number_to_words(number: int) -> str:
+    """English words for 0 <= number < 1,000,000, e.g. 40021 -> "forty thousand twenty-one"."""
+    if not 0 <= number < 1_000_000:
+        raise ValueError(f"number_to_words covers 0 .. 999999, got {number}.")
+    if number < 20:
+        return _ONES[number]
+    if number < 100:
+        tens, ones = divmod(number, 10)
+        return _TENS[tens] + (f"-{_ONES[ones]}" if ones else "")
+    if number < 1000:
+        hundreds, rest = divmod(number, 100)
+        return f"{_ONES[hundreds]} hundred" + (f" {number_to_words(rest)}" if rest else "")
+    thousands, rest = divmod(number, 1000)
+    return f"{number_to_words(thousands)} thousand" + (f" {number_to_words(rest)}" if rest else "")
+
+
+def numbers_to_words_splits(sizes: dict[str, int], seed: int = 0) -> dict[str, list[tuple[str, str]]]:
+    """Disjoint splits of (digits, words) pairs, e.g. ("40021", "forty thousand twenty-one"), over 0 .. 999999:
+    a translation task with a grammar to learn (teens, hyphens, "hundred", "thousand") and exact answers, that the
+    package makes itself. Numbers are drawn log-uniformly so that short ones are not a rarity."""
+    generator = torch.Generator().manual_seed(seed)
+    wanted = sum(sizes.values())
+    numbers, seen = [], set()
+    while len(numbers) < wanted:
+        digits = int(torch.randint(1, 7, (1,), generator=generator))
+        number = int(torch.randint(0, 10**digits, (1,), generator=generator))
+        if number not in seen:
+            seen.add(number)
+            numbers.append(number)
+    splits, start = {}, 0
+    for name, size in sizes.items():
+        splits[name] = [(str(n), number_to_words(n)) for n in numbers[start : start + size]]
+        start += size
+    return splits

@@ -1,0 +1,339 @@
+"""Training and evaluating a translation model with the `Seq2SeqTrainer`, with the flags of the transformers
+example `run_translation.py` and the paper's recipe (section 5): Adam with beta2 = 0.98 and eps = 1e-9, the
+"Noam" learning rate, label smoothing 0.1, batches of about N tokens, beam search with length penalty at test time.
+
+Every check on the data, the tokenizer, the model and the output directory runs before training starts.
+"""
+
+import os
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import datasets
+import torch
+from torch.utils.data import DataLoader
+from transformers import (
+    AutoConfig,
+    AutoModelForSeq2SeqLM,
+    AutoTokenizer,
+    DataCollatorForSeq2Seq,
+    PreTrainedModel,
+    PreTrainedTokenizerBase,
+    Seq2SeqTrainer,
+    Seq2SeqTrainingArguments,
+    set_seed,
+)
+from transformers.trainer_utils import get_last_checkpoint
+
+from .configuration_vanilla_transformer import VanillaTransformerConfig
+from .evaluation import TranslationMetrics, decode_for_metrics
+from .tokenization import check_tokenizer_matches_config
+from .translation_data import TokenBatchSampler, check_translation_dataset, load_translation_file
+
+@dataclass
+class ModelArguments:
+    """Which model and tokenizer to train: a saved or pushed model to fine-tune, or a config to train from scratch."""
+
+    model_name_or_path: str | None = field(
+        default=None, metadata={"help": "A saved model directory or Hub repo id to fine-tune."}
+    )
+    config_name: str | None = field(
+        default=None,
+        metadata={"help": "A config (directory or config.json) to train from scratch; the paper's base model if unset."},
+    )
+    config_overrides: str | None = field(
+        default=None,
+        metadata={"help": "Config fields to change when training from scratch, e.g. 'd_model=256,encoder_layers=3'."},
+    )
+    tokenizer_name: str | None = field(
+        default=None, metadata={"help": "Tokenizer directory or repo id, if not the model's (scripts/train_tokenizer.py)."}
+    )
+    cache_dir: str | None = field(default=None, metadata={"help": "Where downloads from the Hub are cached."})
+    model_revision: str = field(default="main", metadata={"help": "Branch, tag or commit of a Hub model."})
+    token: str | None = field(default=None, metadata={"help": "Hub token (default: HF_TOKEN or the saved login)."})
+    trust_remote_code: bool = field(default=False, metadata={"help": "Allow a Hub repo's own model code."})
+    attn_implementation: str = field(default="sdpa", metadata={"help": "'sdpa', 'eager' or a flash attention kernel."})
+
+
+@dataclass
+class DataTrainingArguments:
+    """The data, its preprocessing, the batching and the evaluation decoding."""
+
+    source_lang: str | None = field(default=None, metadata={"help": "Source language key, e.g. 'de'."})
+    target_lang: str | None = field(default=None, metadata={"help": "Target language key, e.g. 'en'."})
+    dataset_name: str | None = field(default=None, metadata={"help": "A dataset of the Hub (needs the network)."})
+    dataset_config_name: str | None = field(default=None, metadata={"help": "The Hub dataset's configuration."})
+    train_file: str | None = field(
+        default=None,
+        metadata={
+            "help": "A .json/.jsonl file of {'translation': {lang: text}} records, or a prefix P of parallel text "
+            "files P.<source_lang> and P.<target_lang> (plain or .gz, one sentence per line)."
+        },
+    )
+    validation_file: str | None = field(default=None, metadata={"help": "Like --train_file, for evaluation."})
+    test_file: str | None = field(default=None, metadata={"help": "Like --train_file, for --do_predict."})
+    max_source_length: int = field(default=128, metadata={"help": "Longer sources are truncated (in tokens)."})
+    max_target_length: int = field(default=128, metadata={"help": "Longer training targets are truncated."})
+    val_max_target_length: int | None = field(
+        default=None, metadata={"help": "Longest evaluation target, and generation's max_length; max_target_length if unset."}
+    )
+    max_train_samples: int | None = field(default=None, metadata={"help": "Use only the first N training pairs."})
+    max_eval_samples: int | None = field(default=None, metadata={"help": "Use only the first N evaluation pairs."})
+    max_predict_samples: int | None = field(default=None, metadata={"help": "Use only the first N test pairs."})
+    num_beams: int | None = field(default=None, metadata={"help": "Beam size for evaluation (the paper: 4)."})
+    length_penalty: float | None = field(default=None, metadata={"help": "Beam search length penalty alpha (the paper: 0.6)."})
+    max_tokens_per_batch: int | None = field(
+        default=None,
+        metadata={
+            "help": "Batch by tokens instead of --per_device_train_batch_size: similar-length pairs, at most N padded "
+            "source (and target) tokens per batch and device (the paper: 25000)."
+        },
+    )
+    noam_learning_rate: bool = field(
+        default=False,
+        metadata={
+            "help": "The paper's schedule, lr = d_model^-0.5 * min(step^-0.5, step * warmup^-1.5): sets "
+            "--learning_rate d_model^-0.5 * warmup^-0.5 and --lr_scheduler_type inverse_sqrt (use --warmup_steps)."
+        },
+    )
+    overwrite_output_dir: bool = field(
+        default=False, metadata={"help": "Start over in an --output_dir that holds checkpoints of an earlier run."}
+    )
+    preprocessing_num_workers: int | None = field(default=None, metadata={"help": "Processes for tokenization."})
+
+    def __post_init__(self):
+        if self.val_max_target_length is None:
+            self.val_max_target_length = self.max_target_length
+
+
+class TranslationTrainer(Seq2SeqTrainer):
+    """A `Seq2SeqTrainer` that can batch by tokens (`max_tokens_per_batch`) as the paper does."""
+
+    def __init__(self, *args, max_tokens_per_batch: int | None = None, **kwargs):
+        super().__init__(*args, **kwargs)
+        self.max_tokens_per_batch = max_tokens_per_batch
+
+    def get_train_dataloader(self) -> DataLoader:
+        if self.max_tokens_per_batch is None:
+            return super().get_train_dataloader()
+        dataset = self._remove_unused_columns(self.train_dataset, description="Training")
+        lengths = [max(len(s), len(t)) for s, t in zip(dataset["input_ids"], dataset["labels"])]
+        sampler = TokenBatchSampler(lengths, self.max_tokens_per_batch, shuffle=True, seed=self.args.seed)
+        loader = DataLoader(
+            dataset,
+            batch_sampler=sampler,
+            collate_fn=self.data_collator,
+            num_workers=self.args.dataloader_num_workers,
+            pin_memory=self.args.dataloader_pin_memory and torch.cuda.is_available(),
+        )
+        # With several processes, accelerate hands each one its own share of the batches
+        return self.accelerator.prepare(loader)
+
+
+def noam_peak_learning_rate(d_model: int, warmup_steps: int) -> float:
+    """The peak of lrate = d_model^-0.5 * min(step^-0.5, step * warmup^-1.5), reached at step = warmup. With linear
+    warmup to it and decay as 1/sqrt(step) after it (transformers' "inverse_sqrt" schedule, timescale = warmup)
+    this is exactly the paper's formula."""
+    return d_model**-0.5 * warmup_steps**-0.5
+
+
+def use_cpu_when_no_accelerator() -> None:
+    """Lets `torchrun` start several CPU processes (gloo) when the machine has no GPU: accelerate otherwise leaves
+    each process on its own."""
+    if not torch.cuda.is_available():
+        os.environ.setdefault("ACCELERATE_USE_CPU", "true")
+
+
+def resolve_resume_checkpoint(training_args: Seq2SeqTrainingArguments, overwrite_output_dir: bool) -> str | None:
+    """The checkpoint to resume from, or None; refuses what is not a checkpoint and never trains over an earlier
+    run's checkpoints unless asked to."""
+    resume = training_args.resume_from_checkpoint
+    output_dir = Path(training_args.output_dir)
+    if resume is not None and str(resume).lower() in ("true", "last"):
+        resume = get_last_checkpoint(output_dir) if output_dir.is_dir() else None
+        if resume is None:
+            raise ValueError(f"--resume_from_checkpoint {training_args.resume_from_checkpoint}: {output_dir} holds no checkpoint-* directory to resume.")
+    if resume is not None:
+        if not (Path(resume) / "trainer_state.json").is_file():
+            raise ValueError(
+                f"--resume_from_checkpoint {resume} is not a training checkpoint (no trainer_state.json). Give a "
+                f"checkpoint-<step> directory written by an earlier run, e.g. {output_dir}/checkpoint-1000."
+            )
+        return str(resume)
+    if training_args.do_train and output_dir.is_dir() and get_last_checkpoint(output_dir) and not overwrite_output_dir:
+        raise ValueError(
+            f"{output_dir} holds checkpoints of an earlier run. Continue it with --resume_from_checkpoint true, or "
+            "start over with --overwrite_output_dir (its old checkpoints are then replaced as the new run saves)."
+        )
+    return None
+
+
+def load_raw_splits(data_args: DataTrainingArguments, training_args, model_args) -> dict[str, datasets.Dataset]:
+    if data_args.source_lang is None or data_args.target_lang is None:
+        raise ValueError("Set both --source_lang and --target_lang (the language keys of the data, e.g. de and en).")
+    wanted = {
+        "train": (training_args.do_train, data_args.train_file, data_args.max_train_samples),
+        "validation": (training_args.do_eval, data_args.validation_file, data_args.max_eval_samples),
+        "test": (training_args.do_predict, data_args.test_file, data_args.max_predict_samples),
+    }
+    hub = None
+    if data_args.dataset_name is not None:
+        hub = datasets.load_dataset(
+            data_args.dataset_name, data_args.dataset_config_name, cache_dir=model_args.cache_dir, token=model_args.token
+        )
+    splits = {}
+    for split, (needed, path, limit) in wanted.items():
+        if not needed:
+            continue
+        if path is not None:
+            dataset = load_translation_file(path, data_args.source_lang, data_args.target_lang)
+        elif hub is not None and split in hub:
+            dataset = hub[split]
+        else:
+            flag = {"train": "--train_file", "validation": "--validation_file", "test": "--test_file"}[split]
+            raise ValueError(f"--do_{'eval' if split == 'validation' else 'predict' if split == 'test' else 'train'} needs {split} data: pass {flag} or a --dataset_name that has a {split!r} split.")
+        if limit is not None:
+            dataset = dataset.select(range(min(limit, len(dataset))))
+        check_translation_dataset(dataset, data_args.source_lang, data_args.target_lang, split)
+        splits[split] = dataset
+    if not splits:
+        raise ValueError("Nothing to do: pass --do_train, --do_eval and/or --do_predict.")
+    return splits
+
+
+def load_tokenizer_and_model(model_args: ModelArguments) -> tuple[PreTrainedTokenizerBase, PreTrainedModel]:
+    """Fine-tunes `--model_name_or_path`, or builds a new model from `--config_name` / the paper's base config with
+    the tokenizer's vocabulary size and special ids."""
+    hub_kwargs = dict(cache_dir=model_args.cache_dir, revision=model_args.model_revision, token=model_args.token)
+    source = model_args.model_name_or_path
+    if source is not None and Path(source).exists() and not (Path(source) / "config.json").is_file():
+        raise ValueError(f"--model_name_or_path {source} is not a saved model (no config.json); use --config_name to train from scratch.")
+    tokenizer_source = model_args.tokenizer_name or source
+    if tokenizer_source is None:
+        raise ValueError("Give a tokenizer: --tokenizer_name DIR (see scripts/train_tokenizer.py) or a --model_name_or_path that has one.")
+    tokenizer = AutoTokenizer.from_pretrained(tokenizer_source, **hub_kwargs)
+
+    if source is not None:
+        model = AutoModelForSeq2SeqLM.from_pretrained(
+            source, trust_remote_code=model_args.trust_remote_code, attn_implementation=model_args.attn_implementation, **hub_kwargs
+        )
+    else:
+        if model_args.config_name is not None:
+            config = AutoConfig.from_pretrained(model_args.config_name, **hub_kwargs)
+        else:
+            config = VanillaTransformerConfig()
+        if model_args.config_overrides:
+            config.update_from_string(model_args.config_overrides)
+        values = config.to_dict()
+        values.update(
+            vocab_size=len(tokenizer),
+            decoder_vocab_size=len(tokenizer),
+            pad_token_id=tokenizer.pad_token_id,
+            eos_token_id=tokenizer.eos_token_id,
+            bos_token_id=tokenizer.bos_token_id,
+            decoder_start_token_id=tokenizer.bos_token_id if tokenizer.bos_token_id is not None else tokenizer.pad_token_id,
+        )
+        config = type(config).from_dict(values)  # rebuilt, so every value is checked again
+        model = AutoModelForSeq2SeqLM.from_config(config, attn_implementation=model_args.attn_implementation)
+    check_tokenizer_matches_config(tokenizer, model.config)
+    return tokenizer, model
+
+
+def tokenize_splits(splits, tokenizer, data_args: DataTrainingArguments, training_args) -> dict[str, datasets.Dataset]:
+    source_lang, target_lang = data_args.source_lang, data_args.target_lang
+
+    def tokenize(batch, max_target_length):
+        sources = [pair[source_lang] for pair in batch["translation"]]
+        targets = [pair[target_lang] for pair in batch["translation"]]
+        return tokenizer(
+            sources,
+            text_target=targets,
+            max_length=data_args.max_source_length,
+            max_target_length=max_target_length,
+            truncation=True,
+        )
+
+    tokenized = {}
+    for split, dataset in splits.items():
+        max_target_length = data_args.max_target_length if split == "train" else data_args.val_max_target_length
+        with training_args.main_process_first(desc=f"tokenizing the {split} data"):
+            tokenized[split] = dataset.map(
+                tokenize,
+                batched=True,
+                fn_kwargs={"max_target_length": max_target_length},
+                remove_columns=dataset.column_names,
+                num_proc=data_args.preprocessing_num_workers,
+                desc=f"Tokenizing the {split} data",
+            )
+    return tokenized
+
+
+def run_translation(
+    model_args: ModelArguments, data_args: DataTrainingArguments, training_args: Seq2SeqTrainingArguments
+) -> dict[str, float]:
+    """Trains, evaluates and/or predicts as the flags say; returns the metrics of every phase that ran."""
+    resume = resolve_resume_checkpoint(training_args, data_args.overwrite_output_dir)
+    set_seed(training_args.seed)
+    splits = load_raw_splits(data_args, training_args, model_args)
+    tokenizer, model = load_tokenizer_and_model(model_args)
+
+    if training_args.ddp_find_unused_parameters is None:
+        training_args.ddp_find_unused_parameters = False  # every parameter takes part in every step
+    if data_args.noam_learning_rate:
+        if training_args.warmup_steps <= 0:
+            raise ValueError("--noam_learning_rate needs --warmup_steps (the paper: 4000).")
+        training_args.learning_rate = noam_peak_learning_rate(model.config.d_model, training_args.warmup_steps)
+        training_args.lr_scheduler_type = "inverse_sqrt"
+    generation = model.generation_config
+    generation.max_length = data_args.val_max_target_length
+    if data_args.num_beams is not None:
+        generation.num_beams = data_args.num_beams
+    if data_args.length_penalty is not None:
+        generation.length_penalty = data_args.length_penalty
+    try:  # now, not when the trained model is saved
+        generation.validate(strict=True)
+    except ValueError as error:
+        raise ValueError(f"The generation settings (--num_beams, --length_penalty, ...) do not fit together: {error}") from None
+
+    tokenized = tokenize_splits(splits, tokenizer, data_args, training_args)
+    trainer = TranslationTrainer(
+        model=model,
+        args=training_args,
+        train_dataset=tokenized.get("train"),
+        eval_dataset=tokenized.get("validation"),
+        processing_class=tokenizer,
+        data_collator=DataCollatorForSeq2Seq(tokenizer, model=model, label_pad_token_id=-100),
+        compute_metrics=TranslationMetrics(tokenizer) if training_args.predict_with_generate else None,
+        max_tokens_per_batch=data_args.max_tokens_per_batch,
+    )
+
+    metrics = {}
+    if training_args.do_train:
+        result = trainer.train(resume_from_checkpoint=resume)
+        trainer.save_model()  # the model, its generation config and the tokenizer, in --output_dir
+        trainer.log_metrics("train", result.metrics)
+        trainer.save_metrics("train", result.metrics)
+        trainer.save_state()
+        metrics.update(result.metrics)
+    if training_args.do_eval:
+        eval_metrics = trainer.evaluate(metric_key_prefix="eval")
+        trainer.log_metrics("eval", eval_metrics)
+        trainer.save_metrics("eval", eval_metrics)
+        metrics.update(eval_metrics)
+    if training_args.do_predict:
+        prediction = trainer.predict(tokenized["test"], metric_key_prefix="predict")
+        trainer.log_metrics("predict", prediction.metrics)
+        trainer.save_metrics("predict", prediction.metrics)
+        metrics.update(prediction.metrics)
+        if training_args.predict_with_generate and trainer.is_world_process_zero():
+            lines = decode_for_metrics(tokenizer, prediction.predictions)
+            Path(training_args.output_dir, "generated_predictions.txt").write_text("\n".join(lines) + "\n", encoding="utf-8")
+    if training_args.push_to_hub:
+        trainer.push_to_hub(
+            language=[data_args.source_lang, data_args.target_lang],
+            tasks="translation",
+            dataset=data_args.dataset_name,
+            tags=["vanilla-transformer", "translation"],
+        )
+    return metrics
+
