@@ -47,17 +47,17 @@ NUMBERS_RECIPE = Recipe(
     num_beams=1,
 )
 
-# A small Transformer for Multi30k-sized corpora (29k pairs): the paper's recipe at a quarter of its width
+# A small Transformer for Multi30k-sized corpora (29k pairs): the paper's base model at half its width and depth
 PARALLEL_TEXT_RECIPE = Recipe(
     vocab_size=8000,
     config_overrides=(
         "d_model=256,encoder_layers=3,decoder_layers=3,encoder_attention_heads=4,decoder_attention_heads=4,"
         "encoder_ffn_dim=1024,decoder_ffn_dim=1024,dropout=0.1,max_position_embeddings=256"
     ),
-    max_steps=6000,
+    max_steps=1200,  # about 12 epochs of Multi30k: 45 minutes on 2 CPU cores
     max_tokens_per_batch=4096,
     learning_rate=1e-3,
-    warmup_steps=800,
+    warmup_steps=300,
     num_beams=4,
 )
 
