@@ -31,6 +31,7 @@ class Recipe:
     learning_rate: float
     warmup_steps: int
     num_beams: int
+    max_length: int  # of sources, targets and translations, in tokens
 
 
 # Sized to reach >= 95% exact match in a few minutes on 2 CPU cores
@@ -45,6 +46,7 @@ NUMBERS_RECIPE = Recipe(
     learning_rate=1e-3,
     warmup_steps=100,
     num_beams=1,
+    max_length=64,
 )
 
 # A small Transformer for Multi30k-sized corpora (29k pairs): the paper's base model at half its width and depth
@@ -59,6 +61,7 @@ PARALLEL_TEXT_RECIPE = Recipe(
     learning_rate=1e-3,
     warmup_steps=300,
     num_beams=4,
+    max_length=128,
 )
 
 SPLIT_NAMES = {"train": ("train",), "validation": ("val", "valid", "validation", "dev"), "test": ("test",)}
@@ -125,6 +128,8 @@ def run_quickstart(
                 train_file=str(prefixes["train"]),
                 validation_file=str(prefixes["validation"]),
                 max_tokens_per_batch=recipe.max_tokens_per_batch,
+                max_source_length=recipe.max_length,
+                max_target_length=recipe.max_length,
                 num_beams=recipe.num_beams,
                 length_penalty=0.6 if recipe.num_beams > 1 else None,
                 overwrite_output_dir=True,

@@ -21,6 +21,7 @@ from transformers import (
     PreTrainedTokenizerBase,
     Seq2SeqTrainer,
     Seq2SeqTrainingArguments,
+    TrainerCallback,
     set_seed,
 )
 from transformers.trainer_utils import get_last_checkpoint
@@ -168,13 +169,16 @@ def resolve_resume_checkpoint(training_args: Seq2SeqTrainingArguments, overwrite
     return None
 
 
-def load_raw_splits(data_args: DataTrainingArguments, training_args, model_args) -> dict[str, datasets.Dataset]:
+def load_raw_splits(
+    data_args: DataTrainingArguments, model_args: ModelArguments, do_train: bool, do_eval: bool, do_predict: bool
+) -> dict[str, datasets.Dataset]:
+    """The checked sentence pairs of each split that a phase needs."""
     if data_args.source_lang is None or data_args.target_lang is None:
         raise ValueError("Set both --source_lang and --target_lang (the language keys of the data, e.g. de and en).")
     wanted = {
-        "train": (training_args.do_train, data_args.train_file, data_args.max_train_samples),
-        "validation": (training_args.do_eval, data_args.validation_file, data_args.max_eval_samples),
-        "test": (training_args.do_predict, data_args.test_file, data_args.max_predict_samples),
+        "train": (do_train, data_args.train_file, data_args.max_train_samples),
+        "validation": (do_eval, data_args.validation_file, data_args.max_eval_samples),
+        "test": (do_predict, data_args.test_file, data_args.max_predict_samples),
     }
     hub = None
     if data_args.dataset_name is not None:
@@ -239,7 +243,9 @@ def load_tokenizer_and_model(model_args: ModelArguments) -> tuple[PreTrainedToke
     return tokenizer, model
 
 
-def tokenize_splits(splits, tokenizer, data_args: DataTrainingArguments, training_args) -> dict[str, datasets.Dataset]:
+def tokenize_splits(splits, tokenizer, data_args: DataTrainingArguments, main_process_first) -> dict[str, datasets.Dataset]:
+    """Token ids of sources (`input_ids`) and targets (`labels`, ending with </s>), truncated to the max lengths.
+    `main_process_first(desc=...)` lets one process tokenize (and cache) while the others wait."""
     source_lang, target_lang = data_args.source_lang, data_args.target_lang
 
     def tokenize(batch, max_target_length):
@@ -256,7 +262,7 @@ def tokenize_splits(splits, tokenizer, data_args: DataTrainingArguments, trainin
     tokenized = {}
     for split, dataset in splits.items():
         max_target_length = data_args.max_target_length if split == "train" else data_args.val_max_target_length
-        with training_args.main_process_first(desc=f"tokenizing the {split} data"):
+        with main_process_first(desc=f"tokenizing the {split} data"):
             tokenized[split] = dataset.map(
                 tokenize,
                 batched=True,
@@ -269,14 +275,27 @@ def tokenize_splits(splits, tokenizer, data_args: DataTrainingArguments, trainin
 
 
 def run_translation(
-    model_args: ModelArguments, data_args: DataTrainingArguments, training_args: Seq2SeqTrainingArguments
+    model_args: ModelArguments,
+    data_args: DataTrainingArguments,
+    training_args: Seq2SeqTrainingArguments,
+    callbacks: list[TrainerCallback] | None = None,
 ) -> dict[str, float]:
-    """Trains, evaluates and/or predicts as the flags say; returns the metrics of every phase that ran."""
+    """Trains, evaluates and/or predicts as the flags say; returns the metrics of every phase that ran.
+    `callbacks` go to the Trainer."""
     resume = resolve_resume_checkpoint(training_args, data_args.overwrite_output_dir)
     set_seed(training_args.seed)
-    splits = load_raw_splits(data_args, training_args, model_args)
+    splits = load_raw_splits(
+        data_args, model_args, training_args.do_train, training_args.do_eval, training_args.do_predict
+    )
     tokenizer, model = load_tokenizer_and_model(model_args)
 
+    positions = model.config.max_position_embeddings
+    for flag in ("max_source_length", "max_target_length", "val_max_target_length"):
+        if getattr(data_args, flag) > positions:
+            raise ValueError(
+                f"--{flag} {getattr(data_args, flag)} is longer than the model's max_position_embeddings ({positions}): "
+                f"pass --{flag} {positions} or less, or build the model with more positions."
+            )
     if training_args.ddp_find_unused_parameters is None:
         training_args.ddp_find_unused_parameters = False  # every parameter takes part in every step
     if data_args.noam_learning_rate:
@@ -295,7 +314,7 @@ def run_translation(
     except ValueError as error:
         raise ValueError(f"The generation settings (--num_beams, --length_penalty, ...) do not fit together: {error}") from None
 
-    tokenized = tokenize_splits(splits, tokenizer, data_args, training_args)
+    tokenized = tokenize_splits(splits, tokenizer, data_args, training_args.main_process_first)
     trainer = TranslationTrainer(
         model=model,
         args=training_args,
@@ -305,6 +324,7 @@ def run_translation(
         data_collator=DataCollatorForSeq2Seq(tokenizer, model=model, label_pad_token_id=-100),
         compute_metrics=TranslationMetrics(tokenizer) if training_args.predict_with_generate else None,
         max_tokens_per_batch=data_args.max_tokens_per_batch,
+        callbacks=callbacks,
     )
 
     metrics = {}

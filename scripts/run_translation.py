@@ -28,6 +28,7 @@ def main():
     else:
         model_args, data_args, training_args = parser.parse_args_into_dataclasses()
     run_translation(model_args, data_args, training_args)
+    print(f"run_translation finished on rank {training_args.process_index} of {training_args.world_size}", flush=True)
 
 
 if __name__ == "__main__":
