@@ -64,8 +64,7 @@ def train_with_accelerate(model_args: ModelArguments, data_args: DataTrainingArg
     # resumed run's dropout continues exactly where the checkpoint left it
     generator = torch.Generator().manual_seed(args.seed)
     if data_args.max_tokens_per_batch:
-        lengths = [max(len(s), len(t)) for s, t in zip(train["input_ids"], train["labels"])]
-        sampler = TokenBatchSampler(lengths, data_args.max_tokens_per_batch, shuffle=True, seed=args.seed)
+        sampler = TokenBatchSampler.for_tokenized_pairs(train, data_args.max_tokens_per_batch, seed=args.seed)
         loader = DataLoader(train, batch_sampler=sampler, collate_fn=collator, generator=generator)
     else:
         loader = DataLoader(

@@ -118,8 +118,7 @@ class TranslationTrainer(Seq2SeqTrainer):
         if self.max_tokens_per_batch is None:
             return super().get_train_dataloader()
         dataset = self._remove_unused_columns(self.train_dataset, description="Training")
-        lengths = [max(len(s), len(t)) for s, t in zip(dataset["input_ids"], dataset["labels"])]
-        sampler = TokenBatchSampler(lengths, self.max_tokens_per_batch, shuffle=True, seed=self.args.seed)
+        sampler = TokenBatchSampler.for_tokenized_pairs(dataset, self.max_tokens_per_batch, seed=self.args.seed)
         loader = DataLoader(
             dataset,
             batch_sampler=sampler,

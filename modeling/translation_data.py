@@ -127,3 +127,9 @@ class TokenBatchSampler(Sampler[list[int]]):
 
     def __len__(self) -> int:
         return self.num_batches
+
+    @classmethod
+    def for_tokenized_pairs(cls, dataset: datasets.Dataset, max_tokens: int, seed: int) -> "TokenBatchSampler":
+        """For a dataset with `input_ids` (source) and `labels` (target) token lists."""
+        lengths = [max(len(s), len(t)) for s, t in zip(dataset["input_ids"], dataset["labels"])]
+        return cls(lengths, max_tokens, shuffle=True, seed=seed)
