@@ -296,6 +296,15 @@ def stack_final_layer_norm(config: VanillaTransformerConfig) -> nn.Module:
     return nn.LayerNorm(config.d_model, eps=config.layer_norm_eps) if config.add_final_layer_norm else nn.Identity()
 
 
+# Written into every saved config.json, beside this file and the configuration file that `save_pretrained` copies: a
+# saved model then loads through the Auto classes with `trust_remote_code=True` where this package is not installed
+AUTO_MAP = {
+    "AutoConfig": "configuration_vanilla_transformer.VanillaTransformerConfig",
+    "AutoModel": "modeling_vanilla_transformer.VanillaTransformerModel",
+    "AutoModelForSeq2SeqLM": "modeling_vanilla_transformer.VanillaTransformerForConditionalGeneration",
+}
+
+
 class VanillaTransformerPreTrainedModel(PreTrainedModel):
     config: VanillaTransformerConfig
     base_model_prefix = "model"
@@ -321,6 +330,11 @@ class VanillaTransformerPreTrainedModel(PreTrainedModel):
             init.zeros_(module.bias)
         elif isinstance(module, SinusoidalPositionalEncoding):
             init.copy_(module.table, sinusoidal_position_table(*module.table.shape))
+
+    def save_pretrained(self, save_directory, *args, **kwargs):
+        # transformers records only the saved class in `auto_map`; both model classes should load any saved model
+        self.config.auto_map = dict(AUTO_MAP)
+        return super().save_pretrained(save_directory, *args, **kwargs)
 
 
 class VanillaTransformerEncoder(VanillaTransformerPreTrainedModel):

@@ -28,6 +28,7 @@ from transformers.trainer_utils import get_last_checkpoint
 
 from .configuration_vanilla_transformer import VanillaTransformerConfig
 from .evaluation import TranslationMetrics, decode_for_metrics
+from .hub import model_card, read_metrics
 from .tokenization import check_tokenizer_matches_config
 from .translation_data import TokenBatchSampler, check_translation_dataset, load_translation_file
 
@@ -128,6 +129,22 @@ class TranslationTrainer(Seq2SeqTrainer):
         )
         # With several processes, accelerate hands each one its own share of the batches
         return self.accelerator.prepare(loader)
+
+
+    def create_model_card(self, language=None, dataset=None, **kwargs) -> None:
+        """The package's model card (Hub metadata, results, a usage snippet that runs) instead of the generic one;
+        written to --output_dir, so that --push_to_hub uploads it."""
+        if not self.is_world_process_zero():
+            return
+        output_dir = Path(self.args.output_dir)
+        card = model_card(
+            self.hub_model_id or output_dir.name,
+            self.model,
+            languages=[language] if isinstance(language, str) else language,
+            datasets=[dataset] if isinstance(dataset, str) else dataset,
+            metrics=read_metrics(output_dir),
+        )
+        card.save(output_dir / "README.md")
 
 
 def noam_peak_learning_rate(d_model: int, warmup_steps: int) -> float:
@@ -348,11 +365,6 @@ def run_translation(
             lines = decode_for_metrics(tokenizer, prediction.predictions)
             Path(training_args.output_dir, "generated_predictions.txt").write_text("\n".join(lines) + "\n", encoding="utf-8")
     if training_args.push_to_hub:
-        trainer.push_to_hub(
-            language=[data_args.source_lang, data_args.target_lang],
-            tasks="translation",
-            dataset=data_args.dataset_name,
-            tags=["vanilla-transformer", "translation"],
-        )
+        trainer.push_to_hub(language=[data_args.source_lang, data_args.target_lang], dataset=data_args.dataset_name)
     return metrics
 

@@ -28,7 +28,14 @@ def test_round_trip_is_bit_identical(tmp_path, variant):
         for parameter in model.parameters():
             parameter.add_(torch.randn_like(parameter) * 0.01)
     model.save_pretrained(tmp_path)
-    assert sorted(p.name for p in tmp_path.iterdir()) == ["config.json", "generation_config.json", "model.safetensors"]
+    # Weights only as safetensors; the model's code travels with them (for trust_remote_code without the package)
+    assert sorted(p.name for p in tmp_path.iterdir()) == [
+        "config.json",
+        "configuration_vanilla_transformer.py",
+        "generation_config.json",
+        "model.safetensors",
+        "modeling_vanilla_transformer.py",
+    ]
 
     loaded = AutoModelForSeq2SeqLM.from_pretrained(tmp_path).eval()
     assert type(loaded) is VanillaTransformerForConditionalGeneration
