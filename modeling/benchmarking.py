@@ -1,0 +1,314 @@
+"""Speed and memory, measured side by side: our model (eager and sdpa attention), transformers' `MarianMTModel`
+(sdpa) with identical dimensions, and the PyTorch tutorial's `nn.Transformer` model, on the same batches, in one
+process, interleaved (A B C D A B C D ...) after warm-up.
+
+Figures:
+- training: forward + backward + Adam step on translation batches (64 pairs, lengths 8-40, padded), in target
+  (non-padding) tokens per second;
+- greedy and beam-4 generation: 32 new tokens for 16 padded sources, in new tokens per second (the tutorial's greedy
+  decode has no cache and no beam search);
+- peak memory of a training step: the high-water mark above the memory held before it, once Adam's state exists
+  (on CPU the resident memory of a fresh process per model, with glibc returning freed blocks at once; on GPU
+  `torch.cuda.max_memory_allocated`);
+- MFU: model FLOPs per second over the machine's measured matmul peak. Model FLOPs count the useful work only, on
+  non-padding tokens: 6 x (parameters used in matmuls) per token for forward + backward, plus attention's
+  QK^T and AV (6 x 2 x d_model per query-key pair of real tokens, 3 attentions counted per decoder layer).
+"""
+
+import json
+import os
+import resource
+import statistics
+import subprocess
+import sys
+import time
+from dataclasses import dataclass
+
+import torch
+import torch.nn.functional as F
+from transformers import MarianConfig, MarianMTModel
+
+from .configuration_vanilla_transformer import VanillaTransformerConfig
+from .modeling_vanilla_transformer import VanillaTransformerForConditionalGeneration
+from .reference_models import TutorialSeq2SeqTransformer
+
+PAD, BOS, EOS = 0, 1, 2
+SIZES = {
+    "tiny": dict(d_model=256, layers=3, heads=4, ffn=1024, vocab=8000),
+    "base": dict(d_model=512, layers=6, heads=8, ffn=2048, vocab=16000),
+}
+MODELS = ("ours-eager", "ours-sdpa", "marian-sdpa", "tutorial")
+
+
+@dataclass
+class Batch:
+    input_ids: torch.Tensor
+    attention_mask: torch.Tensor
+    decoder_input_ids: torch.Tensor
+    labels: torch.Tensor  # -100 at padding
+
+    @property
+    def target_tokens(self) -> int:
+        return int((self.labels != -100).sum())
+
+
+def translation_batch(pairs: int, vocab: int, seed: int, device: str, min_len: int = 8, max_len: int = 40) -> Batch:
+    """Random pairs with independent source and target lengths in [min_len, max_len], right-padded."""
+    generator = torch.Generator().manual_seed(seed)
+    src_len = torch.randint(min_len, max_len + 1, (pairs,), generator=generator)
+    tgt_len = torch.randint(min_len, max_len + 1, (pairs,), generator=generator)
+    src = torch.randint(3, vocab, (pairs, int(src_len.max())), generator=generator)
+    tgt = torch.randint(3, vocab, (pairs, int(tgt_len.max()) + 1), generator=generator)
+    src_mask = torch.arange(src.shape[1])[None] < src_len[:, None]
+    tgt[:, 0] = BOS
+    tgt_mask = torch.arange(tgt.shape[1])[None] <= tgt_len[:, None]
+    tgt = tgt.masked_fill(~tgt_mask, PAD)
+    labels = tgt[:, 1:].masked_fill(~tgt_mask[:, 1:], -100)
+    return Batch(
+        src.masked_fill(~src_mask, PAD).to(device), src_mask.long().to(device), tgt[:, :-1].to(device), labels.to(device)
+    )
+
+
+def build(name: str, size: str, device: str, dtype: torch.dtype):
+    """The model `name` at `size`, with the same dimensions, vocabulary, tied embeddings and positions for all."""
+    s = SIZES[size]
+    torch.manual_seed(0)
+    if name.startswith("ours"):
+        config = VanillaTransformerConfig(
+            vocab_size=s["vocab"], d_model=s["d_model"], encoder_layers=s["layers"], decoder_layers=s["layers"],
+            encoder_attention_heads=s["heads"], decoder_attention_heads=s["heads"], encoder_ffn_dim=s["ffn"],
+            decoder_ffn_dim=s["ffn"], max_position_embeddings=256,
+        )
+        model = VanillaTransformerForConditionalGeneration(config)
+        model.set_attn_implementation(name.split("-")[1])
+    elif name == "marian-sdpa":
+        config = MarianConfig(
+            vocab_size=s["vocab"], d_model=s["d_model"], encoder_layers=s["layers"], decoder_layers=s["layers"],
+            encoder_attention_heads=s["heads"], decoder_attention_heads=s["heads"], encoder_ffn_dim=s["ffn"],
+            decoder_ffn_dim=s["ffn"], activation_function="relu", dropout=0.1, scale_embedding=True,
+            max_position_embeddings=256, pad_token_id=PAD, eos_token_id=EOS, decoder_start_token_id=BOS,
+            share_encoder_decoder_embeddings=True, tie_word_embeddings=True, forced_eos_token_id=None,
+        )
+        model = MarianMTModel(config)
+        model.set_attn_implementation("sdpa")
+    else:
+        model = TutorialSeq2SeqTransformer(
+            s["vocab"], s["vocab"], s["d_model"], s["heads"], s["layers"], s["layers"], s["ffn"],
+            shared_embeddings=True, pad_token_id=PAD, max_len=256,
+        )
+        model.generator.weight = model.tgt_tok_emb.embedding.weight  # tied, as the others
+    return model.to(device=device, dtype=dtype)
+
+
+def training_loss(name: str, model, batch: Batch) -> torch.Tensor:
+    if name == "tutorial":
+        logits = model(batch.input_ids, batch.decoder_input_ids)
+        return F.cross_entropy(logits.flatten(0, 1).float(), batch.labels.flatten(), ignore_index=-100)
+    return model(
+        input_ids=batch.input_ids, attention_mask=batch.attention_mask, decoder_input_ids=batch.decoder_input_ids,
+        labels=batch.labels,
+    ).loss
+
+
+def generate(name: str, model, batch: Batch, num_beams: int, new_tokens: int) -> torch.Tensor:
+    if name == "tutorial":
+        return model.greedy_decode(batch.input_ids, BOS, new_tokens)
+    return model.generate(
+        input_ids=batch.input_ids, attention_mask=batch.attention_mask, num_beams=num_beams, do_sample=False,
+        max_new_tokens=new_tokens, min_new_tokens=new_tokens, eos_token_id=None, forced_eos_token_id=None,
+        length_penalty=1.0, early_stopping=False,
+    )
+
+
+def synchronize(device: str):
+    if device.startswith("cuda"):
+        torch.cuda.synchronize()
+
+
+def timed(function, device: str) -> float:
+    synchronize(device)
+    start = time.perf_counter()
+    function()
+    synchronize(device)
+    return time.perf_counter() - start
+
+
+def measure_matmul_peak(device: str, dtype: torch.dtype, n: int = 2048, repeats: int = 10) -> float:
+    """FLOP/s of the best of `repeats` n x n matrix products: the machine's practical peak for this dtype."""
+    a = torch.randn(n, n, device=device, dtype=dtype)
+    b = torch.randn(n, n, device=device, dtype=dtype)
+    a @ b
+    best = min(timed(lambda: a @ b, device) for _ in range(repeats))
+    return 2 * n**3 / best
+
+
+def training_flops(model, size: str, batch: Batch) -> float:
+    """Useful FLOPs of one training step (see the module docstring)."""
+    s = SIZES[size]
+    matmul_params = sum(p.numel() for n, p in model.named_parameters() if p.dim() == 2 and "embed" not in n)
+    matmul_params += s["d_model"] * s["vocab"]  # the pre-softmax projection (tied to the embedding)
+    src = batch.attention_mask.sum(-1).float()
+    tgt = (batch.labels != -100).sum(-1).float()
+    tokens = float(src.sum() + tgt.sum())
+    pairs = float((src * src).sum() * s["layers"] + (tgt * (tgt + 1) / 2).sum() * s["layers"] + (tgt * src).sum() * s["layers"])
+    # Parameters of the encoder act on source tokens and of the decoder on target tokens: with equal stacks, about
+    # half each; the LM head acts on target tokens only
+    encoder_decoder = matmul_params - s["d_model"] * s["vocab"]
+    flops = 6 * (encoder_decoder / 2) * tokens + 6 * s["d_model"] * s["vocab"] * float(tgt.sum())
+    return flops + 6 * 2 * s["d_model"] * pairs
+
+
+def benchmark(size: str, device: str, dtype: torch.dtype, threads: int, repeats: int, warmup: int, models=MODELS) -> dict:
+    torch.set_num_threads(threads)
+    batches = [translation_batch(64, SIZES[size]["vocab"], seed, device) for seed in range(4)]
+    sources = translation_batch(16, SIZES[size]["vocab"], 100, device)
+    built = {name: build(name, size, device, dtype) for name in models}
+    optimizers = {name: torch.optim.Adam(m.parameters(), lr=1e-4) for name, m in built.items()}
+    results = {name: {"train": [], "greedy": [], "beam4": []} for name in models}
+
+    def train_step(name, batch):
+        model = built[name].train()
+        loss = training_loss(name, model, batch)
+        loss.backward()
+        optimizers[name].step()
+        optimizers[name].zero_grad(set_to_none=True)
+
+    def generation(name, beams):
+        with torch.no_grad():
+            generate(name, built[name].eval(), sources, beams, 32)
+
+    for step in range(warmup + repeats):  # interleaved: every model runs each round, in turn
+        batch = batches[step % len(batches)]
+        for name in models:
+            seconds = timed(lambda: train_step(name, batch), device)
+            if step >= warmup:
+                results[name]["train"].append(batch.target_tokens / seconds)
+        for name in models:
+            seconds = timed(lambda: generation(name, 1), device)
+            if step >= warmup:
+                results[name]["greedy"].append(16 * 32 / seconds)
+        for name in models:
+            if name == "tutorial":
+                continue
+            seconds = timed(lambda: generation(name, 4), device)
+            if step >= warmup:
+                results[name]["beam4"].append(16 * 32 / seconds)
+
+    peak = measure_matmul_peak(device, dtype)
+    summary = {"size": size, "device": device, "dtype": str(dtype).removeprefix("torch."), "threads": threads, "matmul_peak_flops": peak, "models": {}}
+    for name in models:
+        entry = {}
+        for figure, values in results[name].items():
+            if values:
+                entry[figure] = {"median": statistics.median(values), "min": min(values), "max": max(values)}
+        flops_per_token = statistics.mean(training_flops(built[name], size, b) / b.target_tokens for b in batches)
+        entry["train_mfu"] = entry["train"]["median"] * flops_per_token / peak
+        entry["train_peak_memory_bytes"] = peak_training_memory(name, size, device, dtype, threads)
+        summary["models"][name] = entry
+    ours, marian = summary["models"].get("ours-sdpa"), summary["models"].get("marian-sdpa")
+    if ours and marian:
+        summary["ratios"] = {
+            figure: ours[figure]["median"] / marian[figure]["median"] for figure in ("train", "greedy", "beam4")
+        }
+        summary["ratios"]["train_peak_memory"] = ours["train_peak_memory_bytes"] / marian["train_peak_memory_bytes"]
+    return summary
+
+
+def peak_training_memory(name: str, size: str, device: str, dtype: torch.dtype, threads: int) -> int:
+    """Peak memory of training steps above what the process held before them, measured in a fresh process so that
+    the other models' allocations do not count."""
+    code = (
+        "import json, sys; from vanilla_transformer.benchmarking import measure_peak_memory_here; "
+        f"print(json.dumps(measure_peak_memory_here({name!r}, {size!r}, {device!r}, {str(dtype).removeprefix('torch.')!r}, {threads})))"
+    )
+    # A fixed mmap threshold makes glibc hand large freed blocks back at once, so resident memory follows the
+    # tensors alive at each moment (by default it keeps them, and the step's peak would hide in the baseline)
+    environment = {**os.environ, "MALLOC_MMAP_THRESHOLD_": "65536"}
+    result = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True, env=environment)
+    return json.loads(result.stdout.strip().splitlines()[-1])
+
+
+def measure_peak_memory_here(name: str, size: str, device: str, dtype: str, threads: int) -> int:
+    torch.set_num_threads(threads)
+    model = build(name, size, device, getattr(torch, dtype)).train()
+    optimizer = torch.optim.Adam(model.parameters(), lr=1e-4)
+    batch = translation_batch(64, SIZES[size]["vocab"], 0, device)
+    # One step first, so that Adam's state exists: what is measured is what every later step needs on top
+    for step in range(3):
+        if step == 1:
+            if device.startswith("cuda"):
+                torch.cuda.synchronize()
+                torch.cuda.reset_peak_memory_stats()
+                before = torch.cuda.memory_allocated()
+            else:
+                before = _resident_bytes()
+                _reset_peak_resident()
+        loss = training_loss(name, model, batch)
+        loss.backward()
+        optimizer.step()
+        optimizer.zero_grad(set_to_none=True)
+    if device.startswith("cuda"):
+        return torch.cuda.max_memory_allocated() - before
+    return _peak_resident_bytes() - before
+
+
+def _resident_bytes() -> int:
+    with open("/proc/self/statm") as handle:
+        return int(handle.read().split()[1]) * resource.getpagesize()
+
+
+def _reset_peak_resident() -> None:
+    # Linux's resettable high-water mark; getrusage's ru_maxrss cannot be reset, and a child process even inherits
+    # its parent's across exec
+    with open("/proc/self/clear_refs", "w") as handle:
+        handle.write("5")
+
+
+def _peak_resident_bytes() -> int:
+    with open("/proc/self/status") as handle:
+        for line in handle:
+            if line.startswith("VmHWM:"):
+                return int(line.split()[1]) * 1024
+    raise RuntimeError("/proc/self/status has no VmHWM: peak memory on CPU needs Linux")
+
+
+def format_table(summary: dict) -> str:
+    lines = [
+        f"size {summary['size']}, {summary['device']} {summary['dtype']}, {summary['threads']} threads, "
+        f"matmul peak {summary['matmul_peak_flops'] / 1e9:.0f} GFLOP/s",
+        f"{'model':<12} {'train tok/s (min-max)':>26} {'greedy tok/s (min-max)':>26} {'beam4 tok/s (min-max)':>26} {'MFU':>6} {'peak MB':>8}",
+    ]
+    for name, entry in summary["models"].items():
+        cells = []
+        for figure in ("train", "greedy", "beam4"):
+            value = entry.get(figure)
+            cells.append(f"{value['median']:>8.0f} ({value['min']:.0f}-{value['max']:.0f})" if value else "-")
+        lines.append(
+            f"{name:<12} {cells[0]:>26} {cells[1]:>26} {cells[2]:>26} {100 * entry['train_mfu']:>5.1f}% "
+            f"{entry['train_peak_memory_bytes'] / 2**20:>8.0f}"
+        )
+    if "ratios" in summary:
+        lines.append("ours-sdpa / marian-sdpa: " + ", ".join(f"{k} {v:.2f}x" for k, v in summary["ratios"].items()))
+    return "\n".join(lines)
+
+
+def profile_training(size: str, device: str, dtype: torch.dtype, threads: int, name: str = "ours-sdpa", steps: int = 3) -> str:
+    """The torch profiler's table of where a training step's time goes."""
+    torch.set_num_threads(threads)
+    model = build(name, size, device, dtype).train()
+    optimizer = torch.optim.Adam(model.parameters(), lr=1e-4)
+    batch = translation_batch(64, SIZES[size]["vocab"], 0, device)
+
+    def step():
+        training_loss(name, model, batch).backward()
+        optimizer.step()
+        optimizer.zero_grad(set_to_none=True)
+
+    step()
+    activities = [torch.profiler.ProfilerActivity.CPU] + ([torch.profiler.ProfilerActivity.CUDA] if device.startswith("cuda") else [])
+    with torch.profiler.profile(activities=activities) as profiler:
+        for _ in range(steps):
+            step()
+    sort = "cuda_time_total" if device.startswith("cuda") else "cpu_time_total"
+    return profiler.key_averages().table(sort_by=sort, row_limit=30)
+
