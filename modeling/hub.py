@@ -99,6 +99,7 @@ def push_model_directory(
     token: str | None = None,
     languages: list[str] | None = None,
     datasets: list[str] | None = None,
+    example: str = "Ein Mann fährt Fahrrad.",
 ) -> CommitInfo:
     """Pushes a saved model directory (model, tokenizer, and its card or a new one) to `repo_id` as one commit,
     on branch `revision` (created if needed). Nothing is uploaded unless the directory loads as a model with a
@@ -120,7 +121,7 @@ def push_model_directory(
         if card_path.is_file():
             Path(staging, "README.md").write_text(card_path.read_text(encoding="utf-8"), encoding="utf-8")
         else:
-            card = model_card(repo_id, model, languages, datasets, read_metrics(model_dir))
+            card = model_card(repo_id, model, languages, datasets, read_metrics(model_dir), example=example)
             card.save(Path(staging, "README.md"))
         api = HfApi(token=token)
         api.create_repo(repo_id, private=private, exist_ok=True)

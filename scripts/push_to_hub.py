@@ -19,6 +19,7 @@ def main():
     parser.add_argument("--commit_message", help="default: 'Upload <dir> with vanilla-transformer'")
     parser.add_argument("--language", nargs="*", help="languages for the card's metadata, e.g. de en")
     parser.add_argument("--dataset", nargs="*", help="training datasets for the card's metadata")
+    parser.add_argument("--example", default="Ein Mann fährt Fahrrad.", help="source sentence of the card's snippet")
     args = parser.parse_args()
     commit = push_model_directory(
         args.model_dir,
@@ -28,6 +29,7 @@ def main():
         commit_message=args.commit_message,
         languages=args.language,
         datasets=args.dataset,
+        example=args.example,
     )
     print(f"pushed {args.model_dir} to {args.repo_id} at commit {commit.oid}: {commit.commit_url}")
 

@@ -56,7 +56,9 @@ def hub():
 def without_package(tmp_path_factory):
     """PYTHONPATH for `python -S`: every site-packages entry except vanilla_transformer's."""
     farm = tmp_path_factory.mktemp("site-without-vanilla-transformer")
-    for directory in site.getsitepackages():
+    for directory in [*site.getsitepackages(), site.getusersitepackages()]:
+        if not Path(directory).is_dir():
+            continue
         for entry in Path(directory).iterdir():
             if not entry.name.startswith("vanilla_transformer") and not (farm / entry.name).exists():
                 (farm / entry.name).symlink_to(entry)
@@ -168,6 +170,7 @@ def test_pull_without_the_package_equals_the_original_bit_for_bit(hub, trained, 
     assert pinned.returncode == 0, pinned.stderr[-3000:]
     assert torch.equal(torch.load(tmp_path / "pinned.pt")["logits"], logits)
     latest = pull_without_package(hub, home, without_package, "alice/numbers", tmp_path / "latest.pt")
+    assert latest.returncode == 0, latest.stderr[-3000:]
     assert not torch.equal(torch.load(tmp_path / "latest.pt")["logits"], logits)
 
 
@@ -184,12 +187,13 @@ def test_with_the_package_installed_both_ways_use_the_installed_classes(hub, tra
 
 
 def test_model_card_has_metadata_and_a_usage_snippet_that_runs(hub, trained, without_package, tmp_path):
-    commit_of(push(hub, tmp_path / "pusher", trained, "alice/card", "--language", "en", "--dataset", "numbers"))
+    commit_of(push(hub, tmp_path / "pusher", trained, "alice/card", "--language", "en", "--dataset", "numbers", "--example", "40021"))
     card = hub.state.repos["alice/card"]["commits"][hub.state.repos["alice/card"]["branches"]["main"]]["files"]["README.md"]["content"].decode()
     metadata = card.split("---")[1]
     for field in ("library_name: transformers", "license: apache-2.0", "pipeline_tag: translation", "- vanilla-transformer", "- en", "- numbers"):
         assert field in metadata
-    snippet = card.split("```python\n")[1].split("```")[0].replace("Ein Mann fährt Fahrrad.", "40021")
+    snippet = card.split("```python\n")[1].split("```")[0]  # exactly as written in the card
+    assert "'40021'" in snippet
     env = environment(hub, tmp_path / "snippet")
     env["PYTHONPATH"] = str(without_package)
     result = subprocess.run([sys.executable, "-S", "-c", snippet], capture_output=True, text=True, env=env, timeout=300)

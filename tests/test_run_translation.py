@@ -11,6 +11,7 @@ import torch
 from transformers import AutoModelForSeq2SeqLM, AutoTokenizer, Seq2SeqTrainingArguments, TrainerCallback
 
 from vanilla_transformer.checkpoint_averaging import average_checkpoints, last_checkpoints
+from vanilla_transformer.tokenization import train_bpe_tokenizer
 from vanilla_transformer.training import DataTrainingArguments, ModelArguments, run_translation
 
 from .translation_fixtures import SOURCE, TARGET, TINY_MODEL, write_numbers_data, write_tokenizer
@@ -163,8 +164,6 @@ def test_fine_tuning_with_a_mismatched_tokenizer_is_refused(data, tmp_path):
     run_translation(*arguments(data, tmp_path / "model", max_steps=1))
     model_args, data_args, training_args = arguments(data, tmp_path / "again", max_steps=1)
     other = tmp_path / "other-tokenizer"
-    from vanilla_transformer.tokenization import train_bpe_tokenizer
-
     train_bpe_tokenizer(["ganz andere Wörter"] * 50 + ["x y z"] * 50, vocab_size=400).save_pretrained(other)
     model_args = ModelArguments(model_name_or_path=str(tmp_path / "model"), tokenizer_name=str(other))
     if len(AutoTokenizer.from_pretrained(other)) <= AutoModelForSeq2SeqLM.from_pretrained(tmp_path / "model").config.vocab_size:
