@@ -10,9 +10,9 @@ Figures:
 - peak memory of a training step: the high-water mark above the memory held before it, once Adam's state exists
   (on CPU the resident memory of a fresh process per model, with glibc returning freed blocks at once; on GPU
   `torch.cuda.max_memory_allocated`);
-- MFU: model FLOPs per second over the machine's measured matmul peak. Model FLOPs count the useful work only, on
-  non-padding tokens: 6 x (parameters used in matmuls) per token for forward + backward, plus attention's
-  QK^T and AV (6 x 2 x d_model per query-key pair of real tokens, 3 attentions counted per decoder layer).
+- MFU: model FLOPs per second over the machine's measured fp32 (or --dtype) matmul peak. Model FLOPs count the
+  useful work only, from the dimensions and the real (non-padding) tokens: see `training_flops`. Padding that a
+  model computes anyway therefore lowers its MFU.
 """
 
 import json
@@ -142,20 +142,20 @@ def measure_matmul_peak(device: str, dtype: torch.dtype, n: int = 2048, repeats:
     return 2 * n**3 / best
 
 
-def training_flops(model, size: str, batch: Batch) -> float:
-    """Useful FLOPs of one training step (see the module docstring)."""
+def training_flops(size: str, batch: Batch) -> float:
+    """Useful FLOPs of one training step, from the dimensions alone (so the same for every implementation): forward
+    + backward = 3 x forward, and a forward costs 2 FLOPs per multiply-add. Per real source token the encoder's
+    matmuls (4 d^2 + 2 d d_ff per layer); per real target token the decoder's (8 d^2 + 2 d d_ff per layer) and the
+    pre-softmax projection (d V); per pair of real tokens that attend, QK^T and AV (2 d), over the encoder's
+    self-attention, the decoder's causal self-attention and its cross-attention."""
     s = SIZES[size]
-    matmul_params = sum(p.numel() for n, p in model.named_parameters() if p.dim() == 2 and "embed" not in n)
-    matmul_params += s["d_model"] * s["vocab"]  # the pre-softmax projection (tied to the embedding)
-    src = batch.attention_mask.sum(-1).float()
-    tgt = (batch.labels != -100).sum(-1).float()
-    tokens = float(src.sum() + tgt.sum())
-    pairs = float((src * src).sum() * s["layers"] + (tgt * (tgt + 1) / 2).sum() * s["layers"] + (tgt * src).sum() * s["layers"])
-    # Parameters of the encoder act on source tokens and of the decoder on target tokens: with equal stacks, about
-    # half each; the LM head acts on target tokens only
-    encoder_decoder = matmul_params - s["d_model"] * s["vocab"]
-    flops = 6 * (encoder_decoder / 2) * tokens + 6 * s["d_model"] * s["vocab"] * float(tgt.sum())
-    return flops + 6 * 2 * s["d_model"] * pairs
+    d, ffn, layers, vocab = s["d_model"], s["ffn"], s["layers"], s["vocab"]
+    src = batch.attention_mask.sum(-1).double()
+    tgt = (batch.labels != -100).sum(-1).double()
+    encoder = layers * (4 * d * d + 2 * d * ffn) * src.sum()
+    decoder = (layers * (8 * d * d + 2 * d * ffn) + d * vocab) * tgt.sum()
+    attention_pairs = layers * ((src * src).sum() + (tgt * (tgt + 1) / 2).sum() + (tgt * src).sum())
+    return float(6 * (encoder + decoder) + 6 * 2 * d * attention_pairs)
 
 
 def benchmark(size: str, device: str, dtype: torch.dtype, threads: int, repeats: int, warmup: int, models=MODELS) -> dict:
@@ -201,7 +201,7 @@ def benchmark(size: str, device: str, dtype: torch.dtype, threads: int, repeats:
         for figure, values in results[name].items():
             if values:
                 entry[figure] = {"median": statistics.median(values), "min": min(values), "max": max(values)}
-        flops_per_token = statistics.mean(training_flops(built[name], size, b) / b.target_tokens for b in batches)
+        flops_per_token = statistics.mean(training_flops(size, b) / b.target_tokens for b in batches)
         entry["train_mfu"] = entry["train"]["median"] * flops_per_token / peak
         entry["train_peak_memory_bytes"] = peak_training_memory(name, size, device, dtype, threads)
         summary["models"][name] = entry
