@@ -160,6 +160,19 @@ def test_bad_input_is_refused_before_training(data, tmp_path, change, error, mes
     assert not (tmp_path / "out" / "model.safetensors").exists()
 
 
+def test_fine_tuning_continues_from_a_saved_model(data, tmp_path):
+    run_translation(*arguments(data, tmp_path / "base", max_steps=6))
+    base = AutoModelForSeq2SeqLM.from_pretrained(tmp_path / "base")
+    model_args, data_args, training_args = arguments(data, tmp_path / "tuned", max_steps=2)
+    model_args = ModelArguments(model_name_or_path=str(tmp_path / "base"))  # its own tokenizer, its own config
+    run_translation(model_args, data_args, training_args)
+    tuned = AutoModelForSeq2SeqLM.from_pretrained(tmp_path / "tuned")
+    assert tuned.config.to_diff_dict() | {"_name_or_path": ""} == base.config.to_diff_dict() | {"_name_or_path": ""}
+    assert not torch.equal(tuned.lm_head.weight, base.lm_head.weight)  # trained further, from the saved weights
+    first_step = logged_losses(tmp_path / "tuned")[1]
+    assert first_step < logged_losses(tmp_path / "base")[1]  # starts where the base model left off, not from scratch
+
+
 def test_fine_tuning_with_a_mismatched_tokenizer_is_refused(data, tmp_path):
     run_translation(*arguments(data, tmp_path / "model", max_steps=1))
     model_args, data_args, training_args = arguments(data, tmp_path / "again", max_steps=1)
