@@ -1,9 +1,10 @@
 import pytest
 import torch
 
-from transformers import AutoModelForSeq2SeqLM
+from transformers import AutoModelForSeq2SeqLM, AutoTokenizer
 
 from vanilla_transformer import VanillaTransformerConfig
+from vanilla_transformer.tokenization import train_bpe_tokenizer
 
 PAD = 0
 
@@ -47,3 +48,20 @@ def padded_batch(lengths, max_length=None, vocab_size=40, seed=0):
 @pytest.fixture(autouse=True)
 def _seed():
     torch.manual_seed(0)
+
+
+# Real-looking sentences with umlauts, typographic quotes, dashes, digits and runs of spaces
+GERMAN = [
+    "Zwei junge Männer, die „draußen“ spielen — 3,5 Äpfel!",
+    "Ein Mädchen in einem rosa Kleid klettert über die Straße.",
+    "Größere Hunde laufen   durch den Schnee (im Jahr 2016).",
+]
+ENGLISH = ["Two young men playing outside - 3.5 apples!", "A girl in a pink dress climbs over the road.", "Bigger dogs run through the snow (in 2016)."]
+
+
+@pytest.fixture(scope="session")
+def tokenizer(tmp_path_factory):
+    """A small joint BPE tokenizer trained on the sentences above, loaded back through AutoTokenizer."""
+    folder = tmp_path_factory.mktemp("tokenizer")
+    train_bpe_tokenizer((GERMAN + ENGLISH) * 20, vocab_size=300).save_pretrained(folder)
+    return AutoTokenizer.from_pretrained(folder)

@@ -12,12 +12,11 @@ from vanilla_transformer.attention_maps import attention_maps
 from vanilla_transformer.plotting import head_grid
 
 from .conftest import tiny_model
-from .test_tokenization_and_data import tokenizer  # noqa: F401  (the module-scoped tokenizer fixture)
 
 SCRIPTS = Path(__file__).resolve().parents[1] / "scripts"
 
 
-def test_attention_maps_are_distributions_and_the_future_is_masked(tokenizer):  # noqa: F811
+def test_attention_maps_are_distributions_and_the_future_is_masked(tokenizer):
     model = tiny_model("sdpa", vocab_size=len(tokenizer))
     maps = attention_maps(model, tokenizer, "Ein Hund läuft.", "A dog runs.")
     source, target = len(maps.source_tokens), len(maps.target_tokens)
@@ -33,7 +32,7 @@ def test_attention_maps_are_distributions_and_the_future_is_masked(tokenizer):  
     assert 1 <= len(generated.target_tokens) <= 5
 
 
-def test_plot_scripts_write_the_pictures(tokenizer, tmp_path):  # noqa: F811
+def test_plot_scripts_write_the_pictures(tokenizer, tmp_path):
     model = tiny_model("sdpa", vocab_size=len(tokenizer))
     model.save_pretrained(tmp_path / "model")
     tokenizer.save_pretrained(tmp_path / "model")

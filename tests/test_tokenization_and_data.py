@@ -8,11 +8,11 @@ import random
 import pytest
 import sacrebleu
 import torch
-from transformers import AutoTokenizer, get_scheduler
+from transformers import get_scheduler
 
 from vanilla_transformer import VanillaTransformerConfig
 from vanilla_transformer.evaluation import load_translation_metric
-from vanilla_transformer.tokenization import check_tokenizer_matches_config, train_bpe_tokenizer
+from vanilla_transformer.tokenization import check_tokenizer_matches_config
 from vanilla_transformer.training import noam_peak_learning_rate
 from vanilla_transformer.translation_data import (
     TokenBatchSampler,
@@ -21,20 +21,7 @@ from vanilla_transformer.translation_data import (
     load_translation_file,
 )
 
-GERMAN = [
-    "Zwei junge Männer, die „draußen“ spielen — 3,5 Äpfel!",
-    "Ein Mädchen in einem rosa Kleid klettert über die Straße.",
-    "Größere Hunde laufen   durch den Schnee (im Jahr 2016).",
-]
-ENGLISH = ["Two young men playing outside - 3.5 apples!", "A girl in a pink dress climbs over the road.", "Bigger dogs run through the snow (in 2016)."]
-
-
-@pytest.fixture(scope="module")
-def tokenizer(tmp_path_factory):
-    folder = tmp_path_factory.mktemp("tokenizer")
-    train_bpe_tokenizer((GERMAN + ENGLISH) * 20, vocab_size=300).save_pretrained(folder)
-    return AutoTokenizer.from_pretrained(folder)
-
+from .conftest import ENGLISH, GERMAN
 
 def test_tokenizer_round_trips_text_and_ends_targets_with_eos(tokenizer):
     for text in GERMAN + ENGLISH + ["Ça coûte 10€ — ½ Preis?", "  leading and  double spaces"]:
