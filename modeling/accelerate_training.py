@@ -17,6 +17,7 @@ from transformers import DataCollatorForSeq2Seq, get_scheduler
 
 from .training import (
     DataTrainingArguments,
+    check_lengths_fit,
     ModelArguments,
     load_raw_splits,
     load_tokenizer_and_model,
@@ -57,6 +58,7 @@ def train_with_accelerate(model_args: ModelArguments, data_args: DataTrainingArg
     set_seed(args.seed)
     splits = load_raw_splits(data_args, model_args, do_train=True, do_eval=False, do_predict=False)
     tokenizer, model = load_tokenizer_and_model(model_args)
+    check_lengths_fit(data_args, model.config)
     train = tokenize_splits(splits, tokenizer, data_args, lambda desc: accelerator.main_process_first())["train"]
 
     collator = DataCollatorForSeq2Seq(tokenizer, model=model, label_pad_token_id=-100)
@@ -73,8 +75,6 @@ def train_with_accelerate(model_args: ModelArguments, data_args: DataTrainingArg
 
     learning_rate = args.learning_rate
     if data_args.noam_learning_rate:
-        if args.warmup_steps <= 0:
-            raise ValueError("--noam_learning_rate needs --warmup_steps (the paper: 4000).")
         learning_rate = noam_peak_learning_rate(model.config.d_model, args.warmup_steps)
     optimizer = torch.optim.Adam(model.parameters(), lr=learning_rate, betas=(0.9, args.adam_beta2), eps=args.adam_epsilon)
     scheduler = get_scheduler(

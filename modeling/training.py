@@ -151,7 +151,20 @@ def noam_peak_learning_rate(d_model: int, warmup_steps: int) -> float:
     """The peak of lrate = d_model^-0.5 * min(step^-0.5, step * warmup^-1.5), reached at step = warmup. With linear
     warmup to it and decay as 1/sqrt(step) after it (transformers' "inverse_sqrt" schedule, timescale = warmup)
     this is exactly the paper's formula."""
+    if warmup_steps <= 0:
+        raise ValueError("--noam_learning_rate needs --warmup_steps (the paper: 4000).")
     return d_model**-0.5 * warmup_steps**-0.5
+
+
+def check_lengths_fit(data_args: DataTrainingArguments, config) -> None:
+    """Refuses, before any training, lengths that the model's position table cannot hold."""
+    positions = config.max_position_embeddings
+    for flag in ("max_source_length", "max_target_length", "val_max_target_length"):
+        if getattr(data_args, flag) > positions:
+            raise ValueError(
+                f"--{flag} {getattr(data_args, flag)} is longer than the model's max_position_embeddings ({positions}): "
+                f"pass --{flag} {positions} or less, or build the model with more positions."
+            )
 
 
 def use_cpu_when_no_accelerator() -> None:
@@ -305,18 +318,10 @@ def run_translation(
     )
     tokenizer, model = load_tokenizer_and_model(model_args)
 
-    positions = model.config.max_position_embeddings
-    for flag in ("max_source_length", "max_target_length", "val_max_target_length"):
-        if getattr(data_args, flag) > positions:
-            raise ValueError(
-                f"--{flag} {getattr(data_args, flag)} is longer than the model's max_position_embeddings ({positions}): "
-                f"pass --{flag} {positions} or less, or build the model with more positions."
-            )
+    check_lengths_fit(data_args, model.config)
     if training_args.ddp_find_unused_parameters is None:
         training_args.ddp_find_unused_parameters = False  # every parameter takes part in every step
     if data_args.noam_learning_rate:
-        if training_args.warmup_steps <= 0:
-            raise ValueError("--noam_learning_rate needs --warmup_steps (the paper: 4000).")
         training_args.learning_rate = noam_peak_learning_rate(model.config.d_model, training_args.warmup_steps)
         training_args.lr_scheduler_type = "inverse_sqrt"
     generation = model.generation_config

@@ -10,6 +10,7 @@ import pytest
 import torch
 from transformers import AutoModelForSeq2SeqLM, AutoTokenizer, Seq2SeqTrainingArguments, TrainerCallback
 
+from vanilla_transformer.accelerate_training import LoopArguments, train_with_accelerate
 from vanilla_transformer.checkpoint_averaging import average_checkpoints, last_checkpoints
 from vanilla_transformer.tokenization import train_bpe_tokenizer
 from vanilla_transformer.training import DataTrainingArguments, ModelArguments, run_translation
@@ -183,6 +184,14 @@ def test_fine_tuning_with_a_mismatched_tokenizer_is_refused(data, tmp_path):
         pytest.skip("the other tokenizer happens to fit the vocabulary")
     with pytest.raises(ValueError, match=r"The tokenizer does not match the model config \(vocabulary"):
         run_translation(model_args, data_args, training_args)
+
+
+def test_accelerate_loop_refuses_lengths_beyond_the_positions_before_training(data, tmp_path):
+    model_args, data_args, _ = arguments(data, tmp_path)
+    data_args.max_source_length = 100  # the tiny model has 64 positions
+    with pytest.raises(ValueError, match=r"--max_source_length 100 is longer than the model's max_position_embeddings"):
+        train_with_accelerate(model_args, data_args, LoopArguments(output_dir=str(tmp_path / "loop"), max_steps=1))
+    assert not (tmp_path / "loop").exists()
 
 
 def test_an_earlier_runs_checkpoints_are_not_trained_over(data, tmp_path):

@@ -106,6 +106,11 @@ def test_noam_schedule_is_the_papers_formula():
             assert math.isclose(optimizer.param_groups[0]["lr"], paper, rel_tol=1e-9), step
 
 
+def test_noam_needs_a_warmup():
+    with pytest.raises(ValueError, match="--noam_learning_rate needs --warmup_steps"):
+        noam_peak_learning_rate(512, 0)
+
+
 def test_packaged_metric_equals_sacrebleu():
     hypotheses = ["Two young men play outside.", "A girl in pink climbs the road.", "Dogs run in the snow."]
     scores = load_translation_metric().compute(predictions=hypotheses, references=[[e] for e in ENGLISH])
