@@ -5,11 +5,13 @@ attention, multi-head attention, the position-wise feed-forward network, the res
 normalization ("Add & Norm"), the encoder and decoder layers, the two stacks, the encoder-decoder model and the
 model with its pre-softmax projection. Section numbers in the docstrings refer to the paper.
 
-Shapes use `batch`, `seq` (source or target length), `heads`, `head_dim` (d_k = d_v = d_model / heads).
+Shapes use `batch`, `seq` (source or target length), `heads`, `head_dim` (d_k = d_v = d_model / heads), and
+`tokens`: the real tokens of a batch, its padding left out (see `PackedTokens`).
 """
 
 import math
 from collections.abc import Callable
+from functools import cached_property
 
 import torch
 import torch.nn.functional as F
@@ -102,6 +104,44 @@ class InputEmbedding(nn.Module):
         return self.dropout(inputs_embeds * self.scale + positions.to(inputs_embeds.dtype))
 
 
+class PackedTokens:
+    """Where the real (non-padding) tokens of a padded batch sit, to run the position-wise work on them alone.
+
+    Sentences of different lengths are padded to one length, and padding is often 40% of a batch. Everything but
+    attention treats each position alone (the Q/K/V/output projections, the feed-forward network, Add & Norm, the
+    pre-softmax projection), so the layers gather the real tokens into one (tokens, d_model) matrix with `pack`, and
+    attention, which needs the (batch, seq) grid, puts them back with `unpack` (zeros at padding, which the attention
+    mask hides). Real positions get exactly the numbers they would get with padding computed along.
+
+    `padding_mask` is (batch, seq) with 1 (or True) at real tokens; without one, or with no padding in it, `pack` and
+    `unpack` are reshapes that copy nothing (as in every step of generation).
+    """
+
+    def __init__(self, padding_mask: torch.Tensor | None, batch: int, seq: int):
+        self.batch, self.seq = batch, seq
+        # A 4-D mask (a custom attention pattern) says nothing about padding: every position is then computed
+        self.padding_mask = padding_mask if padding_mask is not None and padding_mask.dim() == 2 else None
+
+    @cached_property
+    def indices(self) -> torch.Tensor | None:
+        """Positions of the real tokens in the flattened (batch * seq) grid, or None when every position is real.
+        Found once and only when first needed: it waits for the device (a host-device sync on a GPU)."""
+        if self.padding_mask is None:
+            return None
+        indices = self.padding_mask.flatten().nonzero().squeeze(1)  # (tokens,)
+        return None if indices.numel() == self.batch * self.seq else indices
+
+    def pack(self, padded: torch.Tensor) -> torch.Tensor:
+        flat = padded.flatten(0, 1)  # (batch * seq, ...)
+        return flat if self.indices is None else flat.index_select(0, self.indices)  # (tokens, ...)
+
+    def unpack(self, packed: torch.Tensor) -> torch.Tensor:
+        if self.indices is not None:
+            # In place on a fresh grid: the out-of-place copy would hold a second grid for a moment
+            packed = packed.new_zeros(self.batch * self.seq, *packed.shape[1:]).index_copy_(0, self.indices, packed)
+        return packed.view(self.batch, self.seq, *packed.shape[1:])  # (batch, seq, ...)
+
+
 def scaled_dot_product_attention(
     module: nn.Module,
     query: torch.Tensor,
@@ -156,37 +196,48 @@ class MultiHeadAttention(nn.Module):
         batch, seq, _ = states.shape
         return states.view(batch, seq, self.num_heads, self.head_dim).transpose(1, 2)  # (batch, heads, seq, head_dim)
 
-    def project_keys_values(self, states: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
-        key, value = self.kv_proj(states).chunk(2, dim=-1)  # 2 x (batch, seq, d_model)
+    def project_keys_values(self, states: torch.Tensor, tokens: PackedTokens) -> tuple[torch.Tensor, torch.Tensor]:
+        """K = X W^K and V = X W^V for the real tokens `states` (tokens, d_model), laid out on the (batch, seq) grid."""
+        key, value = tokens.unpack(self.kv_proj(states)).chunk(2, dim=-1)  # 2 x (batch, k_seq, d_model)
         return self.split_heads(key), self.split_heads(value)
 
-    def cached_keys_values(
-        self, hidden_states: torch.Tensor, memory: torch.Tensor | None, cache: EncoderDecoderCache
+    def keys_values(
+        self,
+        hidden_states: torch.Tensor,
+        tokens: PackedTokens,
+        memory: torch.Tensor | None,
+        memory_tokens: PackedTokens | None,
+        cache: EncoderDecoderCache | None,
     ) -> tuple[torch.Tensor, torch.Tensor]:
-        """Keys and values during step-by-step decoding: the encoder's are projected once and reused at every step;
-        the decoder's own grow by the new positions."""
+        """Keys and values from the queries' own tokens (self-attention) or from the encoder output (cross-attention).
+        During step-by-step decoding (`cache`), the encoder's are projected once and reused at every step, and the
+        decoder's own grow by the new positions."""
         if memory is None:
-            return cache.self_attention_cache.update(*self.project_keys_values(hidden_states), self.layer_idx)
-        if cache.is_updated.get(self.layer_idx):
+            key, value = self.project_keys_values(hidden_states, tokens)
+            return (key, value) if cache is None else cache.self_attention_cache.update(key, value, self.layer_idx)
+        if cache is not None and cache.is_updated.get(self.layer_idx):
             layer = cache.cross_attention_cache.layers[self.layer_idx]
             return layer.keys, layer.values
-        key, value = cache.cross_attention_cache.update(*self.project_keys_values(memory), self.layer_idx)
-        cache.is_updated[self.layer_idx] = True
+        key, value = self.project_keys_values(memory_tokens.pack(memory), memory_tokens)
+        if cache is not None:
+            key, value = cache.cross_attention_cache.update(key, value, self.layer_idx)
+            cache.is_updated[self.layer_idx] = True
         return key, value
 
     def forward(
         self,
         hidden_states: torch.Tensor,
+        tokens: PackedTokens,
         memory: torch.Tensor | None = None,
+        memory_tokens: PackedTokens | None = None,
         attention_mask: torch.Tensor | None = None,
         cache: EncoderDecoderCache | None = None,
         **kwargs: Unpack[TransformersKwargs],
     ) -> tuple[torch.Tensor, torch.Tensor | None]:
-        query = self.split_heads(self.q_proj(hidden_states))  # (batch, heads, q_seq, head_dim)
-        if cache is None:
-            key, value = self.project_keys_values(hidden_states if memory is None else memory)
-        else:
-            key, value = self.cached_keys_values(hidden_states, memory, cache)  # (batch, heads, k_seq, head_dim)
+        """`hidden_states` are the real tokens (tokens, d_model) of the batch that `tokens` lays out; `memory` is the
+        encoder output (batch, source_seq, d_model), whose real tokens `memory_tokens` finds."""
+        query = self.split_heads(tokens.unpack(self.q_proj(hidden_states)))  # (batch, heads, q_seq, head_dim)
+        key, value = self.keys_values(hidden_states, tokens, memory, memory_tokens, cache)  # (batch, heads, k_seq, head_dim)
 
         # "eager" is the function above; "sdpa" / "flash_attention_*" are the fused kernels transformers registers
         attention: Callable = ALL_ATTENTION_FUNCTIONS.get_interface(
@@ -202,8 +253,8 @@ class MultiHeadAttention(nn.Module):
             dropout=self.attention_dropout if self.training else 0.0,
             **kwargs,
         )
-        output = output.reshape(*hidden_states.shape[:-1], -1)  # Concat(head_1..head_h): (batch, q_seq, d_model)
-        return self.out_proj(output), weights
+        output = output.reshape(tokens.batch, tokens.seq, -1)  # Concat(head_1..head_h): (batch, q_seq, d_model)
+        return self.out_proj(tokens.pack(output)), weights  # (tokens, d_model)
 
 
 class PositionwiseFeedForward(nn.Module):
@@ -250,12 +301,18 @@ class EncoderLayer(GradientCheckpointingLayer):
         self.feed_forward_add_norm = AddAndNorm(config)
 
     def forward(
-        self, hidden_states: torch.Tensor, attention_mask: torch.Tensor | None, **kwargs: Unpack[TransformersKwargs]
+        self,
+        hidden_states: torch.Tensor,
+        tokens: PackedTokens,
+        attention_mask: torch.Tensor | None,
+        **kwargs: Unpack[TransformersKwargs],
     ) -> torch.Tensor:
+        hidden_states = tokens.pack(hidden_states)  # (tokens, d_model): the sub-layers skip the padding
         hidden_states = self.self_attn_add_norm(
-            hidden_states, lambda x: self.self_attn(x, attention_mask=attention_mask, **kwargs)[0]
+            hidden_states, lambda x: self.self_attn(x, tokens, attention_mask=attention_mask, **kwargs)[0]
         )
-        return self.feed_forward_add_norm(hidden_states, self.feed_forward)
+        hidden_states = self.feed_forward_add_norm(hidden_states, self.feed_forward)
+        return tokens.unpack(hidden_states)  # (batch, seq, d_model), zeros at padding
 
 
 class DecoderLayer(GradientCheckpointingLayer):
@@ -275,20 +332,26 @@ class DecoderLayer(GradientCheckpointingLayer):
     def forward(
         self,
         hidden_states: torch.Tensor,
+        tokens: PackedTokens,
         causal_mask: torch.Tensor | None,
         memory: torch.Tensor,
+        memory_tokens: PackedTokens,
         memory_mask: torch.Tensor | None = None,
         cache: EncoderDecoderCache | None = None,
         **kwargs: Unpack[TransformersKwargs],
     ) -> torch.Tensor:
+        hidden_states = tokens.pack(hidden_states)  # (tokens, d_model): the sub-layers skip the padding
         hidden_states = self.self_attn_add_norm(
-            hidden_states, lambda x: self.self_attn(x, attention_mask=causal_mask, cache=cache, **kwargs)[0]
+            hidden_states, lambda x: self.self_attn(x, tokens, attention_mask=causal_mask, cache=cache, **kwargs)[0]
         )
         hidden_states = self.cross_attn_add_norm(
             hidden_states,
-            lambda x: self.cross_attn(x, memory=memory, attention_mask=memory_mask, cache=cache, **kwargs)[0],
+            lambda x: self.cross_attn(
+                x, tokens, memory, memory_tokens, attention_mask=memory_mask, cache=cache, **kwargs
+            )[0],
         )
-        return self.feed_forward_add_norm(hidden_states, self.feed_forward)
+        hidden_states = self.feed_forward_add_norm(hidden_states, self.feed_forward)
+        return tokens.unpack(hidden_states)  # (batch, seq, d_model), zeros at padding
 
 
 def stack_final_layer_norm(config: VanillaTransformerConfig) -> nn.Module:
@@ -358,12 +421,11 @@ class VanillaTransformerEncoder(VanillaTransformerPreTrainedModel):
         **kwargs: Unpack[TransformersKwargs],
     ) -> BaseModelOutput:
         hidden_states = self.embeddings(input_ids, inputs_embeds)  # (batch, source_seq, d_model)
+        tokens = PackedTokens(attention_mask, *hidden_states.shape[:2])
         # Built once for all layers: every source position may see every non-padding source position
-        attention_mask = create_bidirectional_mask(
-            config=self.config, inputs_embeds=hidden_states, attention_mask=attention_mask
-        )
+        mask = create_bidirectional_mask(config=self.config, inputs_embeds=hidden_states, attention_mask=attention_mask)
         for layer in self.layers:
-            hidden_states = layer(hidden_states, attention_mask, **kwargs)
+            hidden_states = layer(hidden_states, tokens, mask, **kwargs)
         return BaseModelOutput(last_hidden_state=self.final_layer_norm(hidden_states))
 
 
@@ -417,9 +479,15 @@ class VanillaTransformerDecoder(VanillaTransformerPreTrainedModel):
             attention_mask=encoder_attention_mask,
             encoder_hidden_states=encoder_hidden_states,
         )
+        batch, seq = hidden_states.shape[:2]
+        # With a cache the padding mask also covers the past positions: the new ones are its last columns
+        tokens = PackedTokens(attention_mask[:, -seq:] if attention_mask is not None else None, batch, seq)
+        memory_tokens = PackedTokens(encoder_attention_mask, *encoder_hidden_states.shape[:2])
         for layer in self.layers:
             # The encoder output goes positionally, so that gradient checkpointing passes its gradient back
-            hidden_states = layer(hidden_states, causal_mask, encoder_hidden_states, memory_mask, cache=cache, **kwargs)
+            hidden_states = layer(
+                hidden_states, tokens, causal_mask, encoder_hidden_states, memory_tokens, memory_mask, cache=cache, **kwargs
+            )
         return BaseModelOutputWithPastAndCrossAttentions(
             last_hidden_state=self.final_layer_norm(hidden_states), cache=cache
         )
@@ -506,6 +574,14 @@ def shift_tokens_right(labels: torch.Tensor, pad_token_id: int, decoder_start_to
     return shifted.masked_fill(shifted == -100, pad_token_id)  # ignored label positions read as padding
 
 
+def labelled_prefix(labels: torch.Tensor) -> torch.Tensor:
+    """The decoder positions a training pass needs, as a padding mask (1 = needed): every position up to the last
+    labelled one. Later positions (the -100 padding of shorter targets) are scored by nothing and, the decoder being
+    causal, seen by no earlier position, so they are skipped as padding."""
+    labelled_at_or_after = (labels != -100).flip(-1).cumsum(-1).flip(-1)  # (batch, target_seq)
+    return (labelled_at_or_after > 0).long()
+
+
 def label_smoothed_cross_entropy(
     logits: torch.Tensor,
     labels: torch.Tensor,
@@ -558,7 +634,9 @@ class VanillaTransformerForConditionalGeneration(VanillaTransformerPreTrainedMod
     ) -> Seq2SeqLMOutput:
         r"""
         labels (`(batch, target_seq)`): target token ids, -100 where no loss is wanted (padding). Without
-            `decoder_input_ids` the decoder input is `labels` shifted right behind `decoder_start_token_id`.
+            `decoder_input_ids` the decoder input is `labels` shifted right behind `decoder_start_token_id`; without
+            `decoder_attention_mask` the positions after each target's last label count as its padding.
+        Padding positions (of `decoder_attention_mask`, or found from `labels`) are not computed: their logits are 0.
         logits_to_keep: project only the last this many positions onto the vocabulary (0 keeps all); generation
             needs only the last one.
         See `VanillaTransformerModel.forward` for the other arguments.
@@ -568,6 +646,14 @@ class VanillaTransformerForConditionalGeneration(VanillaTransformerPreTrainedMod
             if decoder_input_ids is None and decoder_inputs_embeds is None:
                 decoder_input_ids = shift_tokens_right(
                     labels, self.config.pad_token_id, self.config.decoder_start_token_id
+                )
+            if decoder_attention_mask is None:
+                decoder_attention_mask = labelled_prefix(labels)
+            elif ((labels != -100) & (decoder_attention_mask[:, -labels.shape[1] :] == 0)).any():
+                raise ValueError(
+                    "`labels` has targets at positions that `decoder_attention_mask` marks as padding, where the "
+                    "model computes nothing. Set those labels to -100 (as DataCollatorForSeq2Seq does), or leave "
+                    "out `decoder_attention_mask`: with labels the model finds the target's padding itself."
                 )
         num_items_in_batch = kwargs.pop("num_items_in_batch", None)
         outputs: Seq2SeqModelOutput = self.model(
@@ -583,15 +669,22 @@ class VanillaTransformerForConditionalGeneration(VanillaTransformerPreTrainedMod
             **kwargs,
         )
         hidden_states = outputs.last_hidden_state
+        padding_mask = decoder_attention_mask[:, -hidden_states.shape[1] :] if decoder_attention_mask is not None else None
         if isinstance(logits_to_keep, int):
-            hidden_states = hidden_states[:, -logits_to_keep:]  # -0: keeps every position
+            keep = slice(-logits_to_keep, None)  # -0: keeps every position
         else:
-            hidden_states = hidden_states[:, logits_to_keep]
-        logits = self.lm_head(hidden_states)  # (batch, target_seq, target_vocab): softmax of these is P(y_t | ...)
+            keep = logits_to_keep
+        hidden_states = hidden_states[:, keep]
+        tokens = PackedTokens(padding_mask[:, keep] if padding_mask is not None else None, *hidden_states.shape[:2])
+        # (tokens, target_vocab) at the real positions: softmax of these is P(y_t | y_<t, x)
+        logits = self.lm_head(tokens.pack(hidden_states))
 
         loss = None
         if labels is not None:
-            loss = label_smoothed_cross_entropy(logits, labels, self.config.label_smoothing, num_items_in_batch)
+            loss = label_smoothed_cross_entropy(
+                logits, tokens.pack(labels[:, keep]), self.config.label_smoothing, num_items_in_batch
+            )
+        logits = tokens.unpack(logits)  # (batch, target_seq, target_vocab), zeros at padding
         return Seq2SeqLMOutput(
             loss=loss,
             logits=logits,
@@ -607,6 +700,13 @@ class VanillaTransformerForConditionalGeneration(VanillaTransformerPreTrainedMod
     def prepare_decoder_input_ids_from_labels(self, labels: torch.Tensor) -> torch.Tensor:
         """Used by `DataCollatorForSeq2Seq` to build decoder inputs alongside padded labels."""
         return shift_tokens_right(labels, self.config.pad_token_id, self.config.decoder_start_token_id)
+
+    def _reorder_cache(self, cache: EncoderDecoderCache, beam_idx: torch.LongTensor) -> EncoderDecoderCache:
+        """Beam search calls this after every step to make each beam carry on from the beam it extends. Only the
+        decoder's own keys and values need reordering: beams move within their sentence, and every beam of a sentence
+        attends to the same encoder output, so the cross-attention cache (the larger one) is right as it is."""
+        cache.self_attention_cache.reorder_cache(beam_idx)
+        return cache
 
 
 __all__ = [

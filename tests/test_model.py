@@ -107,13 +107,47 @@ def test_labels_are_shifted_right_and_minus_100_is_ignored():
     out = model(input_ids=src, attention_mask=src_mask, labels=labels)
     decoder_input_ids = torch.tensor([[1, 5, 6, 7], [1, 8, 2, PAD]])  # decoder_start_token_id = 1
     explicit = model(input_ids=src, attention_mask=src_mask, decoder_input_ids=decoder_input_ids)
-    assert torch.equal(out.logits, explicit.logits)
+    labelled = labels != -100
+    assert torch.allclose(out.logits[labelled], explicit.logits[labelled], atol=1e-6)
+    assert torch.all(out.logits[~labelled] == 0)  # the target's padding is skipped, not computed
     log_probs = explicit.logits.log_softmax(-1)
     picked = [log_probs[0, t, labels[0, t]] for t in range(4)] + [log_probs[1, t, labels[1, t]] for t in range(2)]
     assert out.loss.item() == pytest.approx(-torch.stack(picked).mean().item(), abs=1e-6)
     # The Trainer passes the token count of the whole accumulated batch: the sum is divided by it instead
     halved = model(input_ids=src, attention_mask=src_mask, labels=labels, num_items_in_batch=12)
     assert halved.loss.item() == pytest.approx(out.loss.item() / 2, rel=1e-6)
+
+
+def test_a_padded_batch_trains_like_its_pairs_alone():
+    # The layers skip padding (source and target): loss and gradients of a padded batch are the sums of those of
+    # its pairs, each without any padding
+    model = tiny_model("sdpa", dropout=0.0).train()
+    src, src_mask = padded_batch([6, 3, 5])
+    labels, labels_mask = padded_batch([2, 5, 4], seed=1)
+    labels = labels.masked_fill(labels_mask == 0, -100)
+
+    def summed_loss_and_grads(*batch):
+        model.zero_grad()
+        loss = model(input_ids=batch[0], attention_mask=batch[1], labels=batch[2], num_items_in_batch=1).loss
+        loss.backward()
+        return loss.detach(), [p.grad.clone() for p in model.parameters()]
+
+    loss, grads = summed_loss_and_grads(src, src_mask, labels)
+    alone = [
+        summed_loss_and_grads(src[i : i + 1, : n], src_mask[i : i + 1, : n], labels[i : i + 1, : m])
+        for i, (n, m) in enumerate(zip(src_mask.sum(1), labels_mask.sum(1)))
+    ]
+    assert torch.allclose(loss, sum(a[0] for a in alone), atol=1e-5)
+    for i, grad in enumerate(grads):
+        assert torch.allclose(grad, sum(a[1][i] for a in alone), atol=1e-5)
+
+
+def test_labels_at_positions_masked_as_padding_are_refused():
+    model = tiny_model("sdpa")
+    src, src_mask = padded_batch([6, 4])
+    labels = torch.tensor([[5, 6, 7, 2], [8, 2, 0, 0]])  # padded with the pad id instead of -100
+    with pytest.raises(ValueError, match="`labels` has targets at positions that `decoder_attention_mask` marks as padding"):
+        model(input_ids=src, attention_mask=src_mask, labels=labels, decoder_attention_mask=(labels != 0).long())
 
 
 def test_label_smoothing_mixes_in_the_uniform_distribution():
