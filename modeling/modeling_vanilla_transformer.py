@@ -111,10 +111,11 @@ class PackedTokens:
     attention treats each position alone (the Q/K/V/output projections, the feed-forward network, Add & Norm, the
     pre-softmax projection), so the layers gather the real tokens into one (tokens, d_model) matrix with `pack`, and
     attention, which needs the (batch, seq) grid, puts them back with `unpack` (zeros at padding, which the attention
-    mask hides). Real positions get exactly the numbers they would get with padding computed along.
+    mask hides). Real positions get the numbers they would get with padding computed along (up to float rounding).
 
-    `padding_mask` is (batch, seq) with 1 (or True) at real tokens; without one, or with no padding in it, `pack` and
-    `unpack` are reshapes that copy nothing (as in every step of generation).
+    `padding_mask` is (batch, seq) with 1 (or True) at real tokens. Without one, or with no padding in it, `pack` and
+    `unpack` return their input as it is, and (batch, seq, ...) stands for (tokens, ...): every sub-layer works on
+    either shape (as in each step of generation, which has no padding).
     """
 
     def __init__(self, padding_mask: torch.Tensor | None, batch: int, seq: int):
@@ -132,14 +133,16 @@ class PackedTokens:
         return None if indices.numel() == self.batch * self.seq else indices
 
     def pack(self, padded: torch.Tensor) -> torch.Tensor:
-        flat = padded.flatten(0, 1)  # (batch * seq, ...)
-        return flat if self.indices is None else flat.index_select(0, self.indices)  # (tokens, ...)
+        if self.indices is None:
+            return padded  # nothing to leave out: the (batch, seq, ...) tensor serves as it is
+        return padded.flatten(0, 1).index_select(0, self.indices)  # (tokens, ...)
 
     def unpack(self, packed: torch.Tensor) -> torch.Tensor:
-        if self.indices is not None:
-            # In place on a fresh grid: the out-of-place copy would hold a second grid for a moment
-            packed = packed.new_zeros(self.batch * self.seq, *packed.shape[1:]).index_copy_(0, self.indices, packed)
-        return packed.view(self.batch, self.seq, *packed.shape[1:])  # (batch, seq, ...)
+        if self.indices is None:
+            return packed
+        # In place on a fresh grid: the out-of-place copy would hold a second grid for a moment
+        grid = packed.new_zeros(self.batch * self.seq, *packed.shape[1:]).index_copy_(0, self.indices, packed)
+        return grid.view(self.batch, self.seq, *packed.shape[1:])  # (batch, seq, ...)
 
 
 def scaled_dot_product_attention(
@@ -197,7 +200,8 @@ class MultiHeadAttention(nn.Module):
         return states.view(batch, seq, self.num_heads, self.head_dim).transpose(1, 2)  # (batch, heads, seq, head_dim)
 
     def project_keys_values(self, states: torch.Tensor, tokens: PackedTokens) -> tuple[torch.Tensor, torch.Tensor]:
-        """K = X W^K and V = X W^V for the real tokens `states` (tokens, d_model), laid out on the (batch, seq) grid."""
+        """K = X W^K and V = X W^V for the real tokens `states` (tokens, d_model), laid out on the (batch, seq)
+        grid."""
         key, value = tokens.unpack(self.kv_proj(states)).chunk(2, dim=-1)  # 2 x (batch, k_seq, d_model)
         return self.split_heads(key), self.split_heads(value)
 
@@ -237,7 +241,8 @@ class MultiHeadAttention(nn.Module):
         """`hidden_states` are the real tokens (tokens, d_model) of the batch that `tokens` lays out; `memory` is the
         encoder output (batch, source_seq, d_model), whose real tokens `memory_tokens` finds."""
         query = self.split_heads(tokens.unpack(self.q_proj(hidden_states)))  # (batch, heads, q_seq, head_dim)
-        key, value = self.keys_values(hidden_states, tokens, memory, memory_tokens, cache)  # (batch, heads, k_seq, head_dim)
+        # (batch, heads, k_seq, head_dim)
+        key, value = self.keys_values(hidden_states, tokens, memory, memory_tokens, cache)
 
         # "eager" is the function above; "sdpa" / "flash_attention_*" are the fused kernels transformers registers
         attention: Callable = ALL_ATTENTION_FUNCTIONS.get_interface(
@@ -423,7 +428,7 @@ class VanillaTransformerEncoder(VanillaTransformerPreTrainedModel):
         hidden_states = self.embeddings(input_ids, inputs_embeds)  # (batch, source_seq, d_model)
         tokens = PackedTokens(attention_mask, *hidden_states.shape[:2])
         # Built once for all layers: every source position may see every non-padding source position
-        mask = create_bidirectional_mask(config=self.config, inputs_embeds=hidden_states, attention_mask=attention_mask)
+        mask = create_bidirectional_mask(self.config, inputs_embeds=hidden_states, attention_mask=attention_mask)
         for layer in self.layers:
             hidden_states = layer(hidden_states, tokens, mask, **kwargs)
         return BaseModelOutput(last_hidden_state=self.final_layer_norm(hidden_states))
@@ -486,7 +491,8 @@ class VanillaTransformerDecoder(VanillaTransformerPreTrainedModel):
         for layer in self.layers:
             # The encoder output goes positionally, so that gradient checkpointing passes its gradient back
             hidden_states = layer(
-                hidden_states, tokens, causal_mask, encoder_hidden_states, memory_tokens, memory_mask, cache=cache, **kwargs
+                hidden_states, tokens, causal_mask, encoder_hidden_states, memory_tokens, memory_mask,
+                cache=cache, **kwargs,
             )
         return BaseModelOutputWithPastAndCrossAttentions(
             last_hidden_state=self.final_layer_norm(hidden_states), cache=cache
@@ -669,7 +675,9 @@ class VanillaTransformerForConditionalGeneration(VanillaTransformerPreTrainedMod
             **kwargs,
         )
         hidden_states = outputs.last_hidden_state
-        padding_mask = decoder_attention_mask[:, -hidden_states.shape[1] :] if decoder_attention_mask is not None else None
+        padding_mask = decoder_attention_mask
+        if padding_mask is not None:
+            padding_mask = padding_mask[:, -hidden_states.shape[1] :]  # with a cache, the new positions' columns
         if isinstance(logits_to_keep, int):
             keep = slice(-logits_to_keep, None)  # -0: keeps every position
         else:

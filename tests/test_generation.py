@@ -22,6 +22,15 @@ def test_cached_greedy_equals_uncached_on_a_padded_batch(attn_implementation):
     assert cached.shape[1] > 1 and torch.equal(cached, uncached)
 
 
+def test_a_static_cache_generates_the_same_tokens():
+    # The cache that transformers compiles the decoding step with
+    model = tiny_model("sdpa")
+    src, src_mask = padded_batch(LENGTHS)
+    static = generate(model, src, src_mask, cache_implementation="static", return_dict_in_generate=True)
+    assert type(static.cache.self_attention_cache).__name__ == "StaticCache"
+    assert torch.equal(static.sequences, generate(model, src, src_mask))
+
+
 def test_beam_search_with_cache_equals_cache_free_beam_search():
     model = tiny_model("sdpa")
     src, src_mask = padded_batch(LENGTHS)
