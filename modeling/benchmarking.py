@@ -312,3 +312,35 @@ def profile_training(size: str, device: str, dtype: torch.dtype, threads: int, n
     sort = "cuda_time_total" if device.startswith("cuda") else "cpu_time_total"
     return profiler.key_averages().table(sort_by=sort, row_limit=30)
 
+
+def profile_generation(
+    size: str, device: str, dtype: torch.dtype, threads: int, num_beams: int, models=("ours-sdpa", "marian-sdpa")
+) -> str:
+    """Where a generation call's time goes, model beside model: matrix products (the same work for models of the
+    same dimensions), the attention kernels, the other tensor operations, and the rest (Python, the generation loop,
+    dispatch), as the torch profiler sees them on CPU."""
+    torch.set_num_threads(threads)
+    sources = translation_batch(16, SIZES[size]["vocab"], 100, device)
+    lines = [f"{'model':<12} {'generate s':>10} {'matmuls':>8} {'attention':>10} {'other ops':>10} {'rest':>6}"]
+    for name in models:
+        model = build(name, size, device, dtype).eval()
+        with torch.no_grad():
+            generate(name, model, sources, num_beams, 32)  # warm-up
+            with torch.profiler.profile(activities=[torch.profiler.ProfilerActivity.CPU]) as profiler:
+                seconds = timed(lambda: generate(name, model, sources, num_beams, 32), device)
+        shares = {"matmuls": 0.0, "attention": 0.0, "other ops": 0.0}
+        for event in profiler.key_averages():
+            if not event.key.startswith("aten::"):
+                continue
+            if event.key in ("aten::mm", "aten::addmm", "aten::bmm"):
+                kind = "matmuls"
+            elif "scaled_dot_product" in event.key or event.key == "aten::_softmax":
+                kind = "attention"
+            else:
+                kind = "other ops"
+            shares[kind] += event.self_cpu_time_total / 1e6
+        shares["rest"] = seconds - sum(shares.values())
+        percents = [f"{100 * value / seconds:.0f}%" for value in shares.values()]
+        lines.append(f"{name:<12} {seconds:>10.3f} {percents[0]:>8} {percents[1]:>10} {percents[2]:>10} {percents[3]:>6}")
+    return f"{'greedy' if num_beams == 1 else f'beam-{num_beams}'} generation, 32 new tokens for 16 sources:\n" + "\n".join(lines)
+

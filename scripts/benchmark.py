@@ -11,7 +11,14 @@ import json
 
 import torch
 
-from vanilla_transformer.benchmarking import MODELS, SIZES, benchmark, format_table, profile_training
+from vanilla_transformer.benchmarking import (
+    MODELS,
+    SIZES,
+    benchmark,
+    format_table,
+    profile_generation,
+    profile_training,
+)
 
 DTYPES = {"fp32": torch.float32, "bf16": torch.bfloat16, "fp16": torch.float16}
 
@@ -26,10 +33,17 @@ def main():
     parser.add_argument("--warmup", type=int, default=2, help="unmeasured rounds first")
     parser.add_argument("--models", nargs="+", choices=MODELS, default=list(MODELS))
     parser.add_argument("--json", help="write the results, with their 'ratios', to this file")
-    parser.add_argument("--profile", action="store_true", help="print where our training step's time goes instead")
+    parser.add_argument(
+        "--profile",
+        action="store_true",
+        help="print where the time goes instead: our training step (torch profiler table), then greedy and beam-4 "
+        "generation of ours and Marian side by side",
+    )
     args = parser.parse_args()
     if args.profile:
         print(profile_training(args.size, args.device, DTYPES[args.dtype], args.threads))
+        for num_beams in (1, 4):
+            print(profile_generation(args.size, args.device, DTYPES[args.dtype], args.threads, num_beams))
         return
     summary = benchmark(args.size, args.device, DTYPES[args.dtype], args.threads, args.repeats, args.warmup, args.models)
     print(format_table(summary))
