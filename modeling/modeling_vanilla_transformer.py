@@ -11,7 +11,6 @@ Shapes use `batch`, `seq` (source or target length), `heads`, `head_dim` (d_k = 
 
 import math
 from collections.abc import Callable
-from functools import cached_property
 
 import torch
 import torch.nn.functional as F
@@ -85,23 +84,29 @@ class InputEmbedding(nn.Module):
         self,
         input_ids: torch.LongTensor | None,
         inputs_embeds: torch.Tensor | None,
-        past_length: int = 0,
+        past_length: int | torch.Tensor = 0,
     ) -> torch.Tensor:
         if (input_ids is None) == (inputs_embeds is None):
             raise ValueError("Pass exactly one of `input_ids` and `inputs_embeds` (the token embeddings, unscaled).")
         if inputs_embeds is None:
             inputs_embeds = self.embed_tokens(input_ids)  # (batch, seq, d_model)
         seq_length = inputs_embeds.shape[1]
-        if past_length + seq_length > self.max_positions:
-            raise ValueError(
-                f"The sequence reaches position {past_length + seq_length}, but the model has "
-                f"max_position_embeddings={self.max_positions}. Truncate the inputs (e.g. tokenizer(..., "
-                f"truncation=True, max_length={self.max_positions}) or generate(..., max_length=...)), or build the "
-                "model with a larger max_position_embeddings."
-            )
-        position_ids = torch.arange(past_length, past_length + seq_length, device=inputs_embeds.device)
+        # A static cache (the one compiled decoding uses) counts its length in a tensor: comparing that here would
+        # stall the device and break the compiled graph, so the decoder checks the cache's fixed size instead
+        if isinstance(past_length, int):
+            self.check_fits(past_length + seq_length)
+        position_ids = torch.arange(seq_length, device=inputs_embeds.device) + past_length
         positions = self.embed_positions(position_ids)  # (seq, d_model), broadcast over the batch
         return self.dropout(inputs_embeds * self.scale + positions.to(inputs_embeds.dtype))
+
+    def check_fits(self, length: int):
+        if length > self.max_positions:
+            raise ValueError(
+                f"The sequence reaches position {length}, but the model has max_position_embeddings="
+                f"{self.max_positions}. Truncate the inputs (e.g. tokenizer(..., truncation=True, max_length="
+                f"{self.max_positions}) or generate(..., max_length=...)), or build the model with a larger "
+                "max_position_embeddings."
+            )
 
 
 class PackedTokens:
@@ -122,15 +127,18 @@ class PackedTokens:
         self.batch, self.seq = batch, seq
         # A 4-D mask (a custom attention pattern) says nothing about padding: every position is then computed
         self.padding_mask = padding_mask if padding_mask is not None and padding_mask.dim() == 2 else None
+        # Found on first use by `indices` (a hand-made cache: torch.compile cannot trace functools.cached_property)
+        self._indices, self._looked_up = None, False
 
-    @cached_property
+    @property
     def indices(self) -> torch.Tensor | None:
         """Positions of the real tokens in the flattened (batch * seq) grid, or None when every position is real.
         Found once and only when first needed: it waits for the device (a host-device sync on a GPU)."""
-        if self.padding_mask is None:
-            return None
-        indices = self.padding_mask.flatten().nonzero().squeeze(1)  # (tokens,)
-        return None if indices.numel() == self.batch * self.seq else indices
+        if self.padding_mask is not None and not self._looked_up:
+            indices = self.padding_mask.flatten().nonzero().squeeze(1)  # (tokens,)
+            self._indices = indices if indices.numel() < self.batch * self.seq else None
+            self._looked_up = True
+        return self._indices
 
     def pack(self, padded: torch.Tensor) -> torch.Tensor:
         if self.indices is None:
@@ -468,6 +476,8 @@ class VanillaTransformerDecoder(VanillaTransformerPreTrainedModel):
         if use_cache and cache is None:
             cache = EncoderDecoderCache(DynamicCache(config=self.config), DynamicCache(config=self.config))
         past_length = cache.get_seq_length() if cache is not None else 0
+        if cache is not None and cache.get_max_length() > 0:  # a static cache, sized by generate() beforehand
+            self.embeddings.check_fits(cache.get_max_length())
         hidden_states = self.embeddings(input_ids, inputs_embeds, past_length)  # (batch, target_seq, d_model)
 
         # Built once for all layers. The mask of the future (section 3.2.3): position t sees positions <= t only.

@@ -2,6 +2,7 @@
 
 import pytest
 import torch
+from transformers import DynamicCache, EncoderDecoderCache, StaticCache
 
 from .conftest import padded_batch, tiny_model
 
@@ -29,6 +30,35 @@ def test_a_static_cache_generates_the_same_tokens():
     static = generate(model, src, src_mask, cache_implementation="static", return_dict_in_generate=True)
     assert type(static.cache.self_attention_cache).__name__ == "StaticCache"
     assert torch.equal(static.sequences, generate(model, src, src_mask))
+
+
+def test_a_decoding_step_with_a_static_cache_traces_into_one_graph():
+    # What compiled generation needs (transformers compiles the step on GPUs with a static cache): no graph break,
+    # so nothing in a step stalls on the device's numbers
+    model = tiny_model("sdpa")
+    src, src_mask = padded_batch(LENGTHS)
+    cache = EncoderDecoderCache(StaticCache(config=model.config, max_cache_len=10), DynamicCache(config=model.config))
+    with torch.no_grad():
+        encoder_outputs = model.get_encoder()(input_ids=src, attention_mask=src_mask)
+
+        def step(decoder_input_ids):
+            return model(
+                encoder_outputs=encoder_outputs, attention_mask=src_mask, decoder_input_ids=decoder_input_ids,
+                cache=cache, use_cache=True, logits_to_keep=1,
+            )
+
+        first = step(torch.ones(len(LENGTHS), 1, dtype=torch.long))  # fills the cross-attention cache
+        explanation = torch._dynamo.explain(step)(first.logits.argmax(-1))
+    assert (explanation.graph_count, explanation.graph_break_count) == (1, 0), explanation.break_reasons
+
+
+def test_a_static_cache_longer_than_the_position_table_is_refused_clearly():
+    model = tiny_model("sdpa", max_position_embeddings=8)
+    src, src_mask = padded_batch([5])
+    # generate() sizes the cache for the 12 positions that feed the decoder (the start token and 11 new ones): refused
+    # at the first step, before any work, rather than when the positions run out
+    with pytest.raises(ValueError, match=r"reaches position 12, but the model has max_position_embeddings=8"):
+        generate(model, src, src_mask, cache_implementation="static")
 
 
 def test_beam_search_with_cache_equals_cache_free_beam_search():
