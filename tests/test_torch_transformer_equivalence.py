@@ -40,6 +40,17 @@ def converted(reference, attn_implementation):
     return model.eval()
 
 
+def assert_same_logits(ours, expected, tgt_mask):
+    """Equal up to float32 rounding, which grows with the logits' size: measured against the largest logit, so that one
+    bound serves CPUs whose matmul kernels round differently. Padded query positions carry no meaning
+    in either model. Rounding reaches 6e-7 of it (gelu with shared embeddings, on a CPU without AVX-512); a conversion
+    that forgets the sqrt(d_model) scale is off by half of it."""
+    real = tgt_mask.bool()
+    difference = (ours[real] - expected[real]).abs().max().item()
+    scale = expected[real].abs().max().item()
+    assert difference <= 5e-6 * scale, (difference, scale)
+
+
 def batch():
     src, src_mask = padded_batch([9, 6, 3, 9], vocab_size=SRC_VOCAB, seed=1)
     src = src.masked_fill(src_mask == 0, PAD)
@@ -61,9 +72,7 @@ def test_logits_equal_nn_transformer(norm_first, batch_first, attn_implementatio
     with torch.no_grad():
         expected = reference(src, tgt)
         ours = model(input_ids=src, attention_mask=src_mask, decoder_input_ids=tgt, decoder_attention_mask=tgt_mask)
-    real = tgt_mask.bool()  # padded query positions carry no meaning in either model
-    difference = (ours.logits[real] - expected[real]).abs().max().item()
-    assert difference <= 1e-5, difference
+    assert_same_logits(ours.logits, expected, tgt_mask)
 
 
 def test_shared_embeddings_and_gelu_convert_and_match():
@@ -79,8 +88,7 @@ def test_shared_embeddings_and_gelu_convert_and_match():
     with torch.no_grad():
         expected = reference(src, tgt)
         ours = model(input_ids=src, attention_mask=src_mask, decoder_input_ids=tgt, decoder_attention_mask=tgt_mask)
-    real = tgt_mask.bool()
-    assert (ours.logits[real] - expected[real]).abs().max().item() <= 1e-5
+    assert_same_logits(ours.logits, expected, tgt_mask)
 
 
 def test_converted_model_translates_like_the_tutorial_greedy_decode():
