@@ -41,10 +41,10 @@ def converted(reference, attn_implementation):
 
 
 def assert_same_logits(ours, expected, tgt_mask):
-    """Equal up to float32 rounding, which grows with the logits' size: measured against the largest logit, so that one
-    bound serves CPUs whose matmul kernels round differently. Padded query positions carry no meaning
-    in either model. Rounding reaches 6e-7 of it (gelu with shared embeddings, on a CPU without AVX-512); a conversion
-    that forgets the sqrt(d_model) scale is off by half of it."""
+    """Equal up to float32 rounding, which grows with the logits' size: the bound is relative to the largest logit,
+    so that one bound serves CPUs whose matmul kernels round differently. Rounding reaches 6e-7 of it (gelu with shared
+    embeddings, on a CPU without AVX-512); a conversion that forgets the sqrt(d_model) scale is off by half of it.
+    Padded query positions carry no meaning in either model."""
     real = tgt_mask.bool()
     difference = (ours[real] - expected[real]).abs().max().item()
     scale = expected[real].abs().max().item()
