@@ -121,6 +121,10 @@ class PackedTokens:
     `padding_mask` is (batch, seq) with 1 (or True) at real tokens. Without one, or with no padding in it, `pack` and
     `unpack` return their input as it is, and (batch, seq, ...) stands for (tokens, ...): every sub-layer works on
     either shape (as in each step of generation, which has no padding).
+
+    Under `torch.compile` and `torch.export` every position is computed instead: the number of real tokens is known
+    only from the data, and a graph cannot take a shape from the data. `unpack` then zeroes the padding positions,
+    so that the outputs are the same as packed (zeros at padding, the real positions up to float rounding).
     """
 
     def __init__(self, padding_mask: torch.Tensor | None, batch: int, seq: int):
@@ -132,8 +136,10 @@ class PackedTokens:
 
     @property
     def indices(self) -> torch.Tensor | None:
-        """Positions of the real tokens in the flattened (batch * seq) grid, or None when every position is real.
+        """Positions of the real tokens in the flattened (batch * seq) grid, or None when every position is computed.
         Found once and only when first needed: it waits for the device (a host-device sync on a GPU)."""
+        if torch.compiler.is_compiling():
+            return None
         if self.padding_mask is not None and not self._looked_up:
             indices = self.padding_mask.flatten().nonzero().squeeze(1)  # (tokens,)
             self._indices = indices if indices.numel() < self.batch * self.seq else None
@@ -147,6 +153,10 @@ class PackedTokens:
 
     def unpack(self, packed: torch.Tensor) -> torch.Tensor:
         if self.indices is None:
+            if self.padding_mask is not None and torch.compiler.is_compiling():
+                # (batch, seq, ...): every position was computed; padding reads 0, as when packed
+                padding = self.padding_mask.view(self.batch, self.seq, *[1] * (packed.dim() - 2)) == 0
+                return packed.masked_fill(padding, 0)
             return packed
         # In place on a fresh grid: the out-of-place copy would hold a second grid for a moment
         grid = packed.new_zeros(self.batch * self.seq, *packed.shape[1:]).index_copy_(0, self.indices, packed)
