@@ -1,36 +1,145 @@
-"""Translating text with a trained model: batched, in input order, one result at a time as batches finish."""
+"""Translating text with a trained model, whatever engine runs it: sentences sorted by length into batches of a token
+budget, results in input order, and one result for every input line, whatever the line holds.
 
-from collections.abc import Iterable, Iterator
+The engines (`vanilla_transformer.serving`: PyTorch's `generate()`, CTranslate2, ONNX Runtime) take token ids and
+return token ids; everything around them (tokenizing, truncating, batching, ordering, decoding) is done here, once,
+so that every engine sees the same inputs and its outputs read the same.
+"""
 
-import torch
-from transformers import PreTrainedModel, PreTrainedTokenizerBase
+import logging
+from collections.abc import Callable, Iterable, Iterator
+from dataclasses import dataclass
+
+from transformers import PreTrainedTokenizerBase
+
+logger = logging.getLogger(__name__)
+
+
+@dataclass
+class DecodingOptions:
+    """What decoding needs beyond the model, the same for every engine. `max_length` counts the decoder's start token,
+    as `GenerationConfig.max_length` does: at most `max_length - 1` tokens are generated."""
+
+    num_beams: int = 1
+    length_penalty: float = 1.0
+    max_length: int = 128
+
+
+class TranslationError(RuntimeError):
+    """A sentence that its engine could not translate even alone; `line` is its 1-based number in the input."""
+
+    def __init__(self, line: int, cause: BaseException):
+        super().__init__(f"line {line}: the translation failed: {type(cause).__name__}: {first_line(cause)}")
+        self.line = line
+        self.__cause__ = cause
+
+
+def first_line(error: BaseException) -> str:
+    return (str(error).strip().splitlines() or [""])[0]
 
 
 def translate(
-    model: PreTrainedModel,
+    model,
     tokenizer: PreTrainedTokenizerBase,
     sentences: Iterable[str],
-    batch_size: int = 32,
+    batch_size: int = 64,
+    max_tokens_per_batch: int = 2048,
     max_source_length: int | None = None,
-    **generate_kwargs,
+    sort_window: int | None = 2048,
+    on_failure: Callable[["TranslationError"], str] | None = None,
+    **decoding,
 ) -> Iterator[str]:
-    """Yields the translation of each sentence, in order, as soon as its batch is decoded (sentences may be a
-    stream, e.g. stdin). `generate_kwargs` (num_beams, length_penalty, max_new_tokens, ...) go to `generate()`;
-    the model's generation config gives the rest."""
-    batch = []
-    for sentence in sentences:
-        batch.append(sentence)
-        if len(batch) == batch_size:
-            yield from _translate_batch(model, tokenizer, batch, max_source_length, generate_kwargs)
+    """Yields the translation of each sentence, in input order: one string per sentence, always.
+
+    `model` is a `generate()`-capable model (a loaded `VanillaTransformerForConditionalGeneration`) or an engine of
+    `vanilla_transformer.serving`. Up to `sort_window` sentences are read ahead (None: all of them), sorted by length
+    and cut into batches of at most `batch_size` sentences and `max_tokens_per_batch` source tokens, padding
+    included, so that little is computed for padding; `sort_window=1` translates each sentence as soon as it is
+    read (a person typing). A batch's translations equal those of its sentences translated alone (tested).
+
+    An empty sentence translates to an empty string without a model call. A sentence longer than
+    `max_source_length` tokens (default: the model's positions) is cut to that length, with a warning naming its
+    line. If a batch fails, its sentences are translated one by one; a sentence that fails alone raises
+    `TranslationError` after every earlier sentence was yielded, or yields what `on_failure(error)` returns.
+    If reading `sentences` fails (say, invalid UTF-8 on stdin), what was read is translated and yielded first.
+    `decoding` (num_beams, length_penalty, max_length, max_new_tokens) overrides the model's generation config.
+    """
+    from .serving import as_engine  # the engines import this module
+
+    engine = as_engine(model)
+    options = engine.decoding_options(**decoding)
+    limit = min(max_source_length or engine.max_source_length, engine.max_source_length)
+    numbered = enumerate(sentences, start=1)
+    while True:
+        window, failure, finished = [], None, True
+        try:
+            for item in numbered:
+                window.append(item)
+                if len(window) == sort_window:
+                    finished = False
+                    break
+        except Exception as error:  # the lines read before it still get their translations
+            failure = error
+        results = _translate_window(engine, tokenizer, window, options, limit, batch_size, max_tokens_per_batch)
+        for line, _ in window:
+            result = results[line]
+            if isinstance(result, TranslationError):
+                if on_failure is None:
+                    raise result
+                result = on_failure(result)
+            yield result
+        if failure is not None:
+            raise failure
+        if finished:
+            return
+
+
+def _translate_window(engine, tokenizer, window, options, limit, batch_size, max_tokens) -> dict:
+    """{line: translation, or the TranslationError of a sentence that failed alone} for the (line, sentence) pairs
+    of `window`."""
+    results = {}
+    pending = []  # (line, token ids) of the sentences that need the model
+    for line, sentence in window:
+        if not sentence.strip():
+            results[line] = ""
+            continue
+        ids = tokenizer(sentence)["input_ids"]
+        if len(ids) > limit:
+            logger.warning(
+                "line %d: %d tokens, cut to the first %d (the longest source the model takes; set "
+                "max_source_length / --max_source_length to choose)", line, len(ids), limit,
+            )
+            ids = ids[: limit - 1] + ids[-1:]  # keeps the closing </s>
+        pending.append((line, ids))
+    pending.sort(key=lambda item: len(item[1]), reverse=True)
+    for batch in _token_batches(pending, batch_size, max_tokens):
+        for line, output in _translate_batch(engine, batch, options):
+            results[line] = output if isinstance(output, TranslationError) else (
+                tokenizer.decode(output, skip_special_tokens=True).strip()
+            )
+    return results
+
+
+def _token_batches(items: list, batch_size: int, max_tokens: int) -> Iterator[list]:
+    """Consecutive runs of `items` (sorted by length, longest first) of at most `batch_size` items whose padded
+    size (items x longest) stays within `max_tokens`; an item longer than `max_tokens` goes alone."""
+    batch: list = []
+    for item in items:
+        if batch and (len(batch) == batch_size or (len(batch) + 1) * len(batch[0][1]) > max_tokens):
+            yield batch
             batch = []
+        batch.append(item)
     if batch:
-        yield from _translate_batch(model, tokenizer, batch, max_source_length, generate_kwargs)
+        yield batch
 
 
-def _translate_batch(model, tokenizer, batch, max_source_length, generate_kwargs) -> list[str]:
-    inputs = tokenizer(
-        batch, return_tensors="pt", padding=True, truncation=max_source_length is not None, max_length=max_source_length
-    ).to(model.device)
-    with torch.no_grad():
-        outputs = model.generate(**inputs, **generate_kwargs)
-    return [text.strip() for text in tokenizer.batch_decode(outputs, skip_special_tokens=True)]
+def _translate_batch(engine, batch: list, options: DecodingOptions) -> list:
+    """[(line, output ids or TranslationError)]: a failing batch is retried sentence by sentence, so that one bad
+    sentence costs only itself."""
+    try:
+        return list(zip((line for line, _ in batch), engine.translate_ids([ids for _, ids in batch], options)))
+    except Exception as error:
+        if len(batch) == 1:
+            return [(batch[0][0], TranslationError(batch[0][0], error))]
+        logger.warning("a batch of %d sentences failed (%s); translating them one by one", len(batch), first_line(error))
+        return [result for item in batch for result in _translate_batch(engine, [item], options)]

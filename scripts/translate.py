@@ -1,62 +1,115 @@
-"""Translate lines with a saved or pushed model: from a file (with a progress bar) or from stdin, one translation per
-line on stdout (or --output), written as soon as its batch is done.
+"""Translate lines with a saved, pushed or exported model: from a file (with a progress bar) or from stdin, one
+translation per input line on stdout (or --output), in input order, whatever the lines hold.
 
     python scripts/translate.py --model RUN --input test.de > test.hyp.en
-    echo "Ein Hund rennt durch den Schnee." | python scripts/translate.py --model RUN --num_beams 4
+    python scripts/translate.py --model RUN-ct2 --input test.de --num_beams 4   # an exported folder: its engine
+    echo "Ein Hund rennt durch den Schnee." | python scripts/translate.py --model RUN
+
+An empty line gives an empty line; a line longer than the model's positions (or --max_source_length) is cut, with a
+warning naming its line; input that is not UTF-8 stops with an error naming its line, after the lines before it are
+written; a line that fails to translate gives an empty line and an error naming it, and the exit status is 1.
 """
 
 import argparse
+import gzip
+import logging
 import sys
 
 import torch
 from tqdm.auto import tqdm
-from transformers import AutoModelForSeq2SeqLM, AutoTokenizer
+from transformers.utils import logging as transformers_logging
 
 import vanilla_transformer  # noqa: F401  (registers the model with the Auto classes)
 from vanilla_transformer.inference import translate
-from vanilla_transformer.translation_data import read_lines
+from vanilla_transformer.serving import ENGINES, load_engine
 
 DTYPES = {"float32": torch.float32, "float16": torch.float16, "bfloat16": torch.bfloat16}
 
 
-def main():
+class NotUtf8(Exception):
+    pass
+
+
+def utf8_lines(stream, name: str):
+    """The lines of a byte stream as text, without line endings; stops at the first line that is not UTF-8."""
+    for number, raw in enumerate(stream, start=1):
+        try:
+            yield raw.decode("utf-8").rstrip("\r\n")
+        except UnicodeDecodeError as error:
+            raise NotUtf8(
+                f"{name} line {number} is not valid UTF-8 (byte 0x{raw[error.start]:02x} at byte {error.start + 1} "
+                "of the line); convert the file to UTF-8, e.g. with `iconv -f latin1 -t utf-8`."
+            ) from None
+
+
+def main() -> int:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    parser.add_argument("--model", required=True, help="a saved model directory or a Hub repo id (with its tokenizer)")
+    parser.add_argument("--model", required=True, help="a saved or exported model directory, or a Hub repo id")
+    parser.add_argument("--engine", choices=ENGINES, default="auto",
+                        help="auto: the engine an exported folder was made for, else torch")
     parser.add_argument("--input", default="-", help="text file (plain or .gz), one sentence per line; - for stdin")
     parser.add_argument("--output", default="-", help="where translations go; - for stdout")
-    parser.add_argument("--batch_size", type=int, default=32)
+    parser.add_argument("--batch_size", type=int, default=64, help="most sentences in one batch")
+    parser.add_argument("--max_tokens_per_batch", type=int, default=2048, help="most source tokens in one batch, padding included")
     parser.add_argument("--num_beams", type=int, help="beam size (default: the model's generation config)")
     parser.add_argument("--length_penalty", type=float, help="beam search length penalty (default: the model's)")
     parser.add_argument("--max_new_tokens", type=int, help="longest translation in tokens (default: the model's)")
+    parser.add_argument("--max_source_length", type=int, help="longer sources are cut to this many tokens (default: the model's positions)")
     parser.add_argument("--device", default="cuda" if torch.cuda.is_available() else "cpu", help="cpu, cuda, cuda:1 ...")
-    parser.add_argument("--dtype", choices=DTYPES, default="float32", help="weights' precision (bfloat16 on recent GPUs)")
+    parser.add_argument("--dtype", choices=DTYPES, default="float32", help="torch engine: weights' precision")
+    parser.add_argument("--threads", type=int, help="CPU threads (default: torch's)")
     parser.add_argument("--revision", help="branch, tag or commit of a Hub model")
     args = parser.parse_args()
+    logging.basicConfig(format="%(levelname)s: %(message)s", level=logging.WARNING, stream=sys.stderr)
+    transformers_logging.disable_progress_bar()  # stderr carries the warnings and errors about the lines
 
-    tokenizer = AutoTokenizer.from_pretrained(args.model, revision=args.revision)
-    model = AutoModelForSeq2SeqLM.from_pretrained(args.model, revision=args.revision, dtype=DTYPES[args.dtype])
-    model = model.to(args.device).eval()
-    generate_kwargs = {
-        name: value
-        for name, value in (("num_beams", args.num_beams), ("length_penalty", args.length_penalty), ("max_new_tokens", args.max_new_tokens))
-        if value is not None
-    }
+    try:
+        engine, tokenizer = load_engine(args.model, args.engine, args.device, DTYPES[args.dtype], args.revision, args.threads)
+    except (OSError, ValueError) as error:
+        print(f"error: {error}", file=sys.stderr)
+        return 2
     if args.input == "-":
-        sentences = (line.rstrip("\r\n") for line in sys.stdin)
+        stream, name = sys.stdin.buffer, "stdin"
     else:
-        lines = read_lines(args.input)
-        sentences = tqdm(lines, desc="translating", unit="sentence", file=sys.stderr)
-    # Someone typing at a terminal gets each translation at once, not after a batch of lines
-    batch_size = 1 if args.input == "-" and sys.stdin.isatty() else args.batch_size
+        try:
+            stream = gzip.open(args.input, "rb") if args.input.endswith(".gz") else open(args.input, "rb")
+        except OSError as error:
+            print(f"error: cannot read {args.input}: {error.strerror}", file=sys.stderr)
+            return 2
+        name = args.input
+    sentences = utf8_lines(stream, name)
+    if args.input != "-":
+        sentences = tqdm(sentences, desc="translating", unit="sentence", file=sys.stderr)
+    # Someone typing at a terminal gets each translation at once, not after a window of lines
+    sort_window = 1 if args.input == "-" and sys.stdin.isatty() else 2048
+    failures = []
+
+    def on_failure(error):
+        failures.append(error.line)
+        logging.error("%s; writing an empty line", error)
+        return ""
+
     output = sys.stdout if args.output == "-" else open(args.output, "w", encoding="utf-8")
     try:
-        for translation in translate(model, tokenizer, sentences, batch_size=batch_size, **generate_kwargs):
+        for translation in translate(
+            engine, tokenizer, sentences, batch_size=args.batch_size, max_tokens_per_batch=args.max_tokens_per_batch,
+            max_source_length=args.max_source_length, sort_window=sort_window, on_failure=on_failure,
+            num_beams=args.num_beams, length_penalty=args.length_penalty, max_new_tokens=args.max_new_tokens,
+        ):
             output.write(translation + "\n")
             output.flush()
+    except NotUtf8 as error:
+        print(f"error: {error}", file=sys.stderr)
+        return 1
     finally:
         if output is not sys.stdout:
             output.close()
+        stream.close()
+    if failures:
+        print(f"error: {len(failures)} line(s) failed to translate: {', '.join(map(str, failures[:20]))}", file=sys.stderr)
+        return 1
+    return 0
 
 
 if __name__ == "__main__":
-    main()
+    sys.exit(main())
