@@ -4,10 +4,12 @@
     python scripts/benchmark.py --size tiny --threads 2 --json tiny.json
     python scripts/benchmark.py --size base --device cuda --dtype bf16
     python scripts/benchmark.py --size tiny --profile
+    python scripts/benchmark.py --serving --model RUN --source test.de.gz --reference test.en.gz --json serving.json
 """
 
 import argparse
 import json
+import tempfile
 
 import torch
 
@@ -15,9 +17,11 @@ from vanilla_transformer.benchmarking import (
     MODELS,
     SIZES,
     benchmark,
+    format_serving_table,
     format_table,
     profile_generation,
     profile_training,
+    serving_benchmark,
 )
 
 DTYPES = {"fp32": torch.float32, "bf16": torch.bfloat16, "fp16": torch.float16}
@@ -29,7 +33,7 @@ def main():
     parser.add_argument("--device", default="cpu")
     parser.add_argument("--dtype", choices=DTYPES, default="fp32")
     parser.add_argument("--threads", type=int, default=2, help="torch CPU threads")
-    parser.add_argument("--repeats", type=int, default=7, help="measured rounds (medians are reported)")
+    parser.add_argument("--repeats", type=int, default=7, help="measured rounds (medians are reported; --serving: the fastest)")
     parser.add_argument("--warmup", type=int, default=2, help="unmeasured rounds first")
     parser.add_argument("--models", nargs="+", choices=MODELS, default=list(MODELS))
     parser.add_argument("--json", help="write the results, with their 'ratios', to this file")
@@ -39,7 +43,23 @@ def main():
         help="print where the time goes instead: our training step (torch profiler table), then greedy and beam-4 "
         "generation of ours and Marian side by side",
     )
+    serving = parser.add_argument_group("the real workload (--serving): a trained model translating a test set")
+    serving.add_argument("--serving", action="store_true", help="compare the ways to serve --model instead")
+    serving.add_argument("--model", help="a trained model directory, with its tokenizer")
+    serving.add_argument("--source", help="source sentences, one per line (plain or .gz)")
+    serving.add_argument("--reference", help="their reference translations, for BLEU / chrF")
+    serving.add_argument("--export_dir", help="where the exports go, reused when present (default: a temporary folder)")
     args = parser.parse_args()
+    if args.serving:
+        if not (args.model and args.source and args.reference):
+            parser.error("--serving needs --model, --source and --reference")
+        with tempfile.TemporaryDirectory() as scratch:
+            summary = serving_benchmark(args.model, args.source, args.reference, args.export_dir or scratch, args.threads, repeats=args.repeats)
+        print(format_serving_table(summary))
+        if args.json:
+            with open(args.json, "w") as handle:
+                json.dump(summary, handle, indent=2)
+        return
     if args.profile:
         print(profile_training(args.size, args.device, DTYPES[args.dtype], args.threads))
         for num_beams in (1, 4):
