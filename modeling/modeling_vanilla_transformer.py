@@ -30,6 +30,7 @@ from transformers.modeling_outputs import (
 from transformers.modeling_utils import ALL_ATTENTION_FUNCTIONS, PreTrainedModel
 from transformers.processing_utils import Unpack
 from transformers.utils import TransformersKwargs, can_return_tuple
+from transformers.utils.deprecation import deprecate_kwarg
 from transformers.utils.generic import merge_with_config_defaults
 from transformers.utils.output_capturing import OutputRecorder, capture_outputs
 
@@ -470,6 +471,7 @@ class VanillaTransformerDecoder(VanillaTransformerPreTrainedModel):
 
     @merge_with_config_defaults
     @capture_outputs
+    @deprecate_kwarg("past_key_values", "5.40.0", new_name="cache")  # the name before transformers 5.24
     def forward(
         self,
         input_ids: torch.LongTensor | None = None,
@@ -540,6 +542,7 @@ class VanillaTransformerModel(VanillaTransformerPreTrainedModel):
             self.decoder.embeddings.embed_tokens = value
 
     @can_return_tuple
+    @deprecate_kwarg("past_key_values", "5.40.0", new_name="cache")  # the name before transformers 5.24
     def forward(
         self,
         input_ids: torch.LongTensor | None = None,
@@ -643,6 +646,7 @@ class VanillaTransformerForConditionalGeneration(VanillaTransformerPreTrainedMod
         self.post_init()
 
     @can_return_tuple
+    @deprecate_kwarg("past_key_values", "5.40.0", new_name="cache")  # the name before transformers 5.24
     def forward(
         self,
         input_ids: torch.LongTensor | None = None,

@@ -92,3 +92,19 @@ def test_sampling_is_reproducible_under_a_seed_and_respects_max_new_tokens():
     assert torch.equal(first, again)
     assert first.shape == (len(LENGTHS) * 3, 1 + 12)  # decoder_start_token_id, then 12 new tokens
     assert torch.all(first[:, 0] == model.config.decoder_start_token_id)
+
+
+def test_the_old_cache_argument_past_key_values_still_decodes_with_the_cache():
+    # Hand-written decoding loops and libraries older than transformers 5.24 pass the cache as `past_key_values`
+    model = tiny_model("sdpa")
+    src, src_mask = padded_batch([5, 7])
+    target = torch.tensor([[1, 5, 6, 7], [1, 8, 9, 10]])
+    with torch.no_grad():
+        full = model(input_ids=src, attention_mask=src_mask, decoder_input_ids=target).logits[:, -1]
+        prefix = model(input_ids=src, attention_mask=src_mask, decoder_input_ids=target[:, :-1], use_cache=True)
+        with pytest.warns(FutureWarning, match="`past_key_values` is deprecated .* Use `cache` instead"):
+            step = model(
+                encoder_outputs=(prefix.encoder_last_hidden_state,), attention_mask=src_mask,
+                decoder_input_ids=target[:, -1:], past_key_values=prefix.cache,
+            ).logits[:, -1]
+    torch.testing.assert_close(step, full, atol=1e-5, rtol=1e-5)
