@@ -93,9 +93,12 @@ class VanillaTransformerConfig(PreTrainedConfig):
         if self.add_final_layer_norm is None:
             self.add_final_layer_norm = self.normalize_before
         super().__post_init__(**kwargs)
-        self._refuse_invalid_values()
+        self.check()
 
-    def _refuse_invalid_values(self):
+    def check(self):
+        """Refuses invalid values and combinations with a ValueError naming the fields and the fix. Run when the
+        config is built, and again by the models when they are built and saved: a field set afterwards is checked
+        before any weights are made or written."""
         for name in (
             "vocab_size",
             "decoder_vocab_size",

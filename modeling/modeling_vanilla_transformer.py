@@ -418,7 +418,12 @@ class VanillaTransformerPreTrainedModel(PreTrainedModel):
         elif isinstance(module, SinusoidalPositionalEncoding):
             init.copy_(module.table, sinusoidal_position_table(*module.table.shape))
 
+    def __init__(self, config: VanillaTransformerConfig, *args, **kwargs):
+        config.check()  # fields may have been set since the config was built
+        super().__init__(config, *args, **kwargs)
+
     def save_pretrained(self, save_directory, *args, **kwargs):
+        self.config.check()  # a config changed after the model was built must not write a checkpoint that won't load
         # transformers records only the saved class in `auto_map`; both model classes should load any saved model
         self.config.auto_map = dict(AUTO_MAP)
         return super().save_pretrained(save_directory, *args, **kwargs)

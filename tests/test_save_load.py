@@ -6,7 +6,7 @@ from transformers import AutoConfig, AutoModel, AutoModelForSeq2SeqLM
 
 from vanilla_transformer import VanillaTransformerForConditionalGeneration, VanillaTransformerModel
 
-from .conftest import padded_batch, tiny_model
+from .conftest import padded_batch, tiny_config, tiny_model
 
 VARIANTS = {
     "paper": {},
@@ -68,3 +68,22 @@ def test_attention_implementation_is_chosen_at_load_time(tmp_path, attn_implemen
     tiny_model("sdpa").save_pretrained(tmp_path)
     loaded = AutoModelForSeq2SeqLM.from_pretrained(tmp_path, attn_implementation=attn_implementation)
     assert loaded.config._attn_implementation == attn_implementation
+
+
+def test_a_config_changed_after_it_was_built_is_checked_before_anything_is_built_or_written(tmp_path):
+    # Marian and BART accept `config.tie_word_embeddings = False` set afterwards; with our shared embeddings that
+    # combination would save a checkpoint that does not load
+    config = tiny_config()
+    config.tie_word_embeddings = False
+    with pytest.raises(ValueError, match=r"share_encoder_decoder_embeddings=True needs tie_word_embeddings=True.*share_encoder_decoder_embeddings=False"):
+        AutoModelForSeq2SeqLM.from_config(config)
+    model = tiny_model()
+    model.config.tie_word_embeddings = False
+    with pytest.raises(ValueError, match="needs tie_word_embeddings=True"):
+        model.save_pretrained(tmp_path / "saved")
+    assert not (tmp_path / "saved").exists()
+    # The fix the message names: separate embeddings save and load
+    model = tiny_model(share_encoder_decoder_embeddings=False, tie_word_embeddings=False)
+    model.save_pretrained(tmp_path / "separate")
+    reloaded = AutoModelForSeq2SeqLM.from_pretrained(tmp_path / "separate")
+    assert torch.equal(reloaded.lm_head.weight, model.lm_head.weight)
