@@ -399,6 +399,11 @@ class VanillaTransformerPreTrainedModel(PreTrainedModel):
     _no_split_modules = ["EncoderLayer", "DecoderLayer"]
     _supports_sdpa = True
     _supports_flash_attn = True
+    # The masks come from transformers' masking utilities, which build flex_attention's block masks too
+    _supports_flex_attn = True
+    # Padded forwards and static-cache decoding steps trace into one graph (tested): PackedTokens computes every
+    # position under torch.compile, so no shape depends on the data
+    _can_compile_fullgraph = True
 
     def _init_weights(self, module: nn.Module):
         """Initialization as in the reference implementations of the paper (tensor2tensor, the Annotated

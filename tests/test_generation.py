@@ -50,6 +50,17 @@ def test_a_decoding_step_with_a_static_cache_traces_into_one_graph():
         first = step(torch.ones(len(LENGTHS), 1, dtype=torch.long))  # fills the cross-attention cache
         explanation = torch._dynamo.explain(step)(first.logits.argmax(-1))
     assert (explanation.graph_count, explanation.graph_break_count) == (1, 0), explanation.break_reasons
+    assert model._can_compile_fullgraph  # what the library's compile and static-cache paths read
+
+
+def test_a_padded_training_forward_traces_into_one_graph():
+    # torch.compile(model, fullgraph=True) for training: padding skipped eagerly is computed (and zeroed) when traced
+    model = tiny_model("sdpa").train()
+    src, src_mask = padded_batch(LENGTHS)
+    target, target_mask = padded_batch([4, 6, 2, 3], seed=3)
+    labels = target.masked_fill(target_mask == 0, -100)
+    explanation = torch._dynamo.explain(lambda: model(input_ids=src, attention_mask=src_mask, labels=labels).loss)()
+    assert (explanation.graph_count, explanation.graph_break_count) == (1, 0), explanation.break_reasons
 
 
 def test_a_static_cache_longer_than_the_position_table_is_refused_clearly():

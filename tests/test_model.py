@@ -40,6 +40,15 @@ def test_eager_and_sdpa_agree(normalize_before):
     assert (a.encoder_last_hidden_state[src_mask.bool()] - b.encoder_last_hidden_state[src_mask.bool()]).abs().max() <= 1e-5
 
 
+def test_flex_attention_computes_what_sdpa_does_on_padded_batches():
+    # flex_attention is compiled on first use (on a CPU too): about half a minute, hence one forward only
+    flex, sdpa = tiny_model("flex_attention"), tiny_model("sdpa")
+    src, src_mask = padded_batch([7, 3, 5, 1])
+    tgt, tgt_mask = padded_batch([4, 6, 2, 3], seed=3)
+    a, b = forward(flex, src, src_mask, tgt, tgt_mask), forward(sdpa, src, src_mask, tgt, tgt_mask)
+    torch.testing.assert_close(a.logits, b.logits, atol=1e-5, rtol=1e-5)
+
+
 @pytest.mark.parametrize("attn_implementation", IMPLEMENTATIONS)
 def test_decoder_cannot_see_the_future(attn_implementation):
     model = tiny_model(attn_implementation)
