@@ -17,13 +17,13 @@ def digit_strings(count: int, seed: int, shortest: int = 2, longest: int = 9) ->
     return ["".join(generator.choice("0123456789") for _ in range(generator.randint(shortest, longest))) for _ in range(count)]
 
 
-def train_reverser(folder: Path, steps: int = 250, seed: int = 0) -> Path:
+def train_reverser(folder: Path, steps: int = 250, seed: int = 0, d_model: int = 64) -> Path:
     """Trains and saves (model + tokenizer) a 2+2-layer model that reverses digit strings; returns the folder."""
     tokenizer = train_bpe_tokenizer(digit_strings(500, seed=1), vocab_size=262)
     tokenizer.save_pretrained(folder)
     tokenizer = AutoTokenizer.from_pretrained(folder)
     torch.manual_seed(seed)
-    config = tiny_config(vocab_size=len(tokenizer), d_model=64, encoder_ffn_dim=128, decoder_ffn_dim=128, dropout=0.0)
+    config = tiny_config(vocab_size=len(tokenizer), d_model=d_model, encoder_ffn_dim=2 * d_model, decoder_ffn_dim=2 * d_model, dropout=0.0)
     model = AutoModelForSeq2SeqLM.from_config(config)
     optimizer = torch.optim.Adam(model.parameters(), lr=3e-3, betas=(0.9, 0.98), eps=1e-9)
     schedule = torch.optim.lr_scheduler.LambdaLR(optimizer, lambda step: min((step + 1) / 30, (steps - step) / (steps - 30)))
