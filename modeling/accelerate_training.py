@@ -15,6 +15,7 @@ from torch.utils.data import DataLoader
 from tqdm.auto import tqdm
 from transformers import DataCollatorForSeq2Seq, get_scheduler
 
+from .checkpoint_integrity import ACCELERATE_CHECKPOINT, ACCELERATE_STATE_FILES, last_complete_checkpoint, require_complete
 from .training import (
     DataTrainingArguments,
     check_lengths_fit,
@@ -42,7 +43,9 @@ class LoopArguments:
     max_grad_norm: float = field(default=1.0, metadata={"help": "Gradient clipping norm."})
     mixed_precision: str = field(default="no", metadata={"help": "'no', 'fp16' or 'bf16'."})
     checkpointing_steps: int | None = field(default=None, metadata={"help": "Save the training state every N steps."})
-    resume_from_checkpoint: str | None = field(default=None, metadata={"help": "A step_<n> directory to resume."})
+    resume_from_checkpoint: str | None = field(
+        default=None, metadata={"help": "A step_<n> directory to resume, or true for the last complete one of --output_dir."}
+    )
     logging_steps: int = field(default=10, metadata={"help": "Log the loss every N steps."})
     seed: int = field(default=42, metadata={"help": "Seed of the initialization, dropout and batch order."})
 
@@ -54,7 +57,7 @@ def train_with_accelerate(model_args: ModelArguments, data_args: DataTrainingArg
         mixed_precision=args.mixed_precision,
         cpu=not torch.cuda.is_available(),
     )
-    start_step = resume_step(args.resume_from_checkpoint)
+    resume, start_step = resolve_resume(args.resume_from_checkpoint, args.output_dir)
     set_seed(args.seed)
     splits = load_raw_splits(data_args, model_args, do_train=True, do_eval=False, do_predict=False)
     tokenizer, model = load_tokenizer_and_model(model_args)
@@ -84,8 +87,8 @@ def train_with_accelerate(model_args: ModelArguments, data_args: DataTrainingArg
         num_training_steps=args.max_steps,
     )
     model, optimizer, loader, scheduler = accelerator.prepare(model, optimizer, loader, scheduler)
-    if args.resume_from_checkpoint:
-        accelerator.load_state(args.resume_from_checkpoint)  # weights, optimizer, schedule, RNG states
+    if resume:
+        accelerator.load_state(resume)  # weights, optimizer, schedule, RNG states
 
     batches_per_epoch = len(loader) // args.gradient_accumulation_steps
     if batches_per_epoch == 0:
@@ -132,16 +135,24 @@ def train_with_accelerate(model_args: ModelArguments, data_args: DataTrainingArg
     return history
 
 
-def resume_step(checkpoint: str | None) -> int:
+def resolve_resume(checkpoint: str | None, output_dir: str) -> tuple[str | None, int]:
+    """(checkpoint folder, its step) to resume from: a step_<n> folder, or `true` / `last` for the last complete one
+    of `output_dir`; (None, 0) for a fresh start. Incomplete checkpoints are refused (named) or skipped (`true`)."""
     if checkpoint is None:
-        return 0
-    match = re.fullmatch(r"step_(\d+)", Path(checkpoint).name)
+        return None, 0
+    if checkpoint.lower() in ("true", "last"):
+        found = last_complete_checkpoint(output_dir, ACCELERATE_CHECKPOINT, ACCELERATE_STATE_FILES)
+        if found is None:
+            raise ValueError(f"--resume_from_checkpoint {checkpoint}: {output_dir} holds no complete step_<n> checkpoint to resume.")
+        checkpoint = str(found)
+    match = re.fullmatch(ACCELERATE_CHECKPOINT, Path(checkpoint).name)
     if not Path(checkpoint).is_dir() or match is None:
         raise ValueError(
             f"--resume_from_checkpoint {checkpoint} is not a checkpoint of this loop: give a step_<n> directory "
-            "that --checkpointing_steps wrote."
+            "that --checkpointing_steps wrote, or `true` for the last complete one."
         )
-    return int(match.group(1))
+    require_complete(checkpoint, ACCELERATE_STATE_FILES)
+    return checkpoint, int(match.group(1))
 
 
 def set_epoch(loader: DataLoader, epoch: int) -> None:

@@ -6,6 +6,7 @@ Every check on the data, the tokenizer, the model and the output directory runs 
 """
 
 import os
+import re
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -26,6 +27,7 @@ from transformers import (
 )
 from transformers.trainer_utils import get_last_checkpoint
 
+from .checkpoint_integrity import TRAINER_CHECKPOINT, TRAINER_STATE_FILES, last_complete_checkpoint, require_complete
 from .configuration_vanilla_transformer import VanillaTransformerConfig
 from .evaluation import TranslationMetrics, decode_for_metrics
 from .hub import model_card, read_metrics
@@ -180,15 +182,19 @@ def resolve_resume_checkpoint(training_args: Seq2SeqTrainingArguments, overwrite
     resume = training_args.resume_from_checkpoint
     output_dir = Path(training_args.output_dir)
     if resume is not None and str(resume).lower() in ("true", "last"):
-        resume = get_last_checkpoint(output_dir) if output_dir.is_dir() else None
+        resume = last_complete_checkpoint(output_dir, TRAINER_CHECKPOINT, TRAINER_STATE_FILES)
         if resume is None:
-            raise ValueError(f"--resume_from_checkpoint {training_args.resume_from_checkpoint}: {output_dir} holds no checkpoint-* directory to resume.")
+            raise ValueError(
+                f"--resume_from_checkpoint {training_args.resume_from_checkpoint}: {output_dir} holds no complete "
+                "checkpoint-* directory to resume."
+            )
     if resume is not None:
-        if not (Path(resume) / "trainer_state.json").is_file():
+        if not (Path(resume) / "trainer_state.json").is_file() and not re.fullmatch(TRAINER_CHECKPOINT, Path(resume).name):
             raise ValueError(
                 f"--resume_from_checkpoint {resume} is not a training checkpoint (no trainer_state.json). Give a "
                 f"checkpoint-<step> directory written by an earlier run, e.g. {output_dir}/checkpoint-1000."
             )
+        require_complete(resume, TRAINER_STATE_FILES)
         return str(resume)
     if training_args.do_train and output_dir.is_dir() and get_last_checkpoint(output_dir) and not overwrite_output_dir:
         raise ValueError(

@@ -2,6 +2,7 @@
 resume; average checkpoints; translate from the command line; and bad input refused before any training."""
 
 import json
+import re
 import subprocess
 import sys
 from pathlib import Path
@@ -198,3 +199,38 @@ def test_an_earlier_runs_checkpoints_are_not_trained_over(data, tmp_path):
     run_translation(*arguments(data, tmp_path, save_strategy="steps", save_steps=1, max_steps=1))
     with pytest.raises(ValueError, match=r"holds checkpoints of an earlier run. Continue it with --resume_from_checkpoint"):
         run_translation(*arguments(data, tmp_path, max_steps=1))
+
+
+def truncate(file: Path) -> None:
+    file.write_bytes(file.read_bytes()[: file.stat().st_size // 2])
+
+
+DAMAGE = {
+    "weights cut short": lambda folder, state: truncate(folder / "model.safetensors"),
+    "optimizer state missing": lambda folder, state: (folder / state).unlink(),
+    "optimizer state cut short": lambda folder, state: truncate(folder / state),
+}
+
+
+@pytest.mark.parametrize("damage", DAMAGE.values(), ids=DAMAGE.keys())
+def test_resuming_skips_a_checkpoint_half_written_by_a_kill(data, tmp_path, damage, caplog):
+    run_translation(*arguments(data, tmp_path, save_strategy="steps", save_steps=2, max_steps=4))
+    damage(tmp_path / "checkpoint-4", "optimizer.pt")  # as a kill while checkpoint-4 was being saved leaves it
+    with pytest.raises(ValueError, match=r"checkpoint-4 is an incomplete checkpoint: .*--resume_from_checkpoint true"):
+        run_translation(*arguments(data, tmp_path, save_strategy="steps", save_steps=2, max_steps=6,
+                                   resume_from_checkpoint=str(tmp_path / "checkpoint-4")))
+    run_translation(*arguments(data, tmp_path, save_strategy="steps", save_steps=2, max_steps=6, resume_from_checkpoint="true"))
+    assert re.search(r"Skipping the incomplete checkpoint .*checkpoint-4: (missing optimizer.pt|\S+ does not load|\S+ is not a complete)", caplog.text)
+    assert sorted(logged_losses(tmp_path)) == list(range(1, 7))  # resumed at checkpoint-2, trained on to step 6
+
+
+def test_the_accelerate_loop_resumes_from_its_last_complete_checkpoint(data, tmp_path, caplog):
+    model_args, data_args, _ = arguments(data, tmp_path)
+    loop = dict(output_dir=str(tmp_path), max_steps=4, checkpointing_steps=2, logging_steps=1)
+    train_with_accelerate(model_args, data_args, LoopArguments(**loop))
+    truncate(tmp_path / "step_4" / "optimizer.bin")
+    with pytest.raises(ValueError, match=r"step_4 is an incomplete checkpoint: optimizer.bin"):
+        train_with_accelerate(model_args, data_args, LoopArguments(**{**loop, "resume_from_checkpoint": str(tmp_path / "step_4")}))
+    history = train_with_accelerate(model_args, data_args, LoopArguments(**{**loop, "max_steps": 6, "resume_from_checkpoint": "true"}))
+    assert "Skipping the incomplete checkpoint" in caplog.text and "step_4: optimizer.bin" in caplog.text
+    assert [entry["step"] for entry in history] == [3, 4, 5, 6]  # resumed at step_2
