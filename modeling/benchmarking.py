@@ -376,11 +376,10 @@ def serving_benchmark(model_dir: str, source_file: str, reference_file: str, exp
     from .evaluation import load_translation_metric
     from .inference import translate
     from .marian_conversion import to_marian
-    from .serving import export_model, keep_freed_memory_for_reuse, load_engine
+    from .serving import export_model, load_engine
     from .translation_data import read_lines
 
     torch.set_num_threads(threads)
-    keep_freed_memory_for_reuse()  # as scripts/translate.py does: for every path of this process alike
     sources, references = read_lines(source_file), read_lines(reference_file)
     tokenizer = AutoTokenizer.from_pretrained(model_dir)
     model = AutoModelForSeq2SeqLM.from_pretrained(model_dir).eval()

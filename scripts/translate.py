@@ -21,7 +21,7 @@ from transformers.utils import logging as transformers_logging
 
 import vanilla_transformer  # noqa: F401  (registers the model with the Auto classes)
 from vanilla_transformer.inference import translate
-from vanilla_transformer.serving import ENGINES, keep_freed_memory_for_reuse, load_engine
+from vanilla_transformer.serving import ENGINES, load_engine
 
 DTYPES = {"float32": torch.float32, "float16": torch.float16, "bfloat16": torch.bfloat16}
 
@@ -62,7 +62,6 @@ def main() -> int:
     args = parser.parse_args()
     logging.basicConfig(format="%(levelname)s: %(message)s", level=logging.WARNING, stream=sys.stderr)
     transformers_logging.disable_progress_bar()  # stderr carries the warnings and errors about the lines
-    keep_freed_memory_for_reuse()  # a serving process: decoding's growing caches reuse memory instead of faulting
 
     try:
         engine, tokenizer = load_engine(args.model, args.engine, args.device, DTYPES[args.dtype], args.revision, args.threads)
