@@ -236,7 +236,7 @@ def test_the_serving_benchmark_compares_every_path_on_the_same_sentences(reverse
         assert set(SERVING_PATHS) <= set(entry)
         # Marian holds the same weights and runs the same generate(): the same translations
         assert entry["marian"]["identical_to_translate"] == entry["input-order loop"]["identical_to_translate"] == 30
-        assert entry["translate"]["bleu"] > 80
+        assert entry["translate"]["chrf"] > 80  # one-word lines: BLEU's 4-grams find nothing to count
         assert set(entry["ratios"]) >= {"translate_speedup_over_input_order_loop", "translate_time_over_ctranslate2_float32"}
 
 
