@@ -80,11 +80,13 @@ def train_with_accelerate(model_args: ModelArguments, data_args: DataTrainingArg
     if data_args.noam_learning_rate:
         learning_rate = noam_peak_learning_rate(model.config.d_model, args.warmup_steps)
     optimizer = torch.optim.Adam(model.parameters(), lr=learning_rate, betas=(0.9, args.adam_beta2), eps=args.adam_epsilon)
+    # A prepared scheduler steps once per process at every optimizer step (accelerate's convention for one
+    # schedule over the global batch): counted in those steps, the schedule is the same on any number of processes
     scheduler = get_scheduler(
         "inverse_sqrt" if data_args.noam_learning_rate else "linear",
         optimizer,
-        num_warmup_steps=args.warmup_steps,
-        num_training_steps=args.max_steps,
+        num_warmup_steps=args.warmup_steps * accelerator.num_processes,
+        num_training_steps=args.max_steps * accelerator.num_processes,
     )
     model, optimizer, loader, scheduler = accelerator.prepare(model, optimizer, loader, scheduler)
     if resume:

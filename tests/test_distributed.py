@@ -22,9 +22,9 @@ def data(tmp_path_factory):
     return prefixes, write_tokenizer(folder / "tokenizer", prefixes)
 
 
-def torchrun(script, *arguments):
-    command = [sys.executable, "-m", "torch.distributed.run", "--nproc_per_node", "2", SCRIPTS / script, *arguments]
-    environment = {**os.environ, "OMP_NUM_THREADS": "1"}
+def torchrun(script, *arguments, processes=2, environment=None):
+    command = [sys.executable, "-m", "torch.distributed.run", "--nproc_per_node", str(processes), SCRIPTS / script, *arguments]
+    environment = {**os.environ, "OMP_NUM_THREADS": "1", **(environment or {})}
     result = subprocess.run(command, capture_output=True, text=True, timeout=300, env=environment)
     assert result.returncode == 0, result.stderr[-3000:]
     return result.stdout
@@ -64,3 +64,19 @@ def test_accelerate_loop_on_two_processes_and_resume(data, tmp_path):
     )
     after = [entry["loss"] for entry in json.loads((resumed / "loss_history.json").read_text())]
     assert after == pytest.approx(losses[3:], abs=1e-4)  # steps 20, 25, 30 as in the uninterrupted run
+
+
+def test_two_processes_train_as_one_process_accumulating_the_same_batches(data, tmp_path):
+    # Without dropout, two processes each taking every other batch make the steps that one process makes by
+    # accumulating the gradients of the same two batches: the learning-rate schedule included, bit for bit
+    def arguments(output_dir):
+        return [*common_arguments(data, output_dir), "--config_overrides", TINY_MODEL + ",dropout=0.0", "--max_steps", "10"]
+
+    stdout = torchrun("train_accelerate.py", *arguments(tmp_path / "two"))
+    assert "train_accelerate finished on rank 1 of 2" in stdout
+    torchrun("train_accelerate.py", *arguments(tmp_path / "one"), "--gradient_accumulation_steps", "2", processes=1)
+    two, one = AutoModelForSeq2SeqLM.from_pretrained(tmp_path / "two"), AutoModelForSeq2SeqLM.from_pretrained(tmp_path / "one")
+    differences = {name: (p - one.state_dict()[name]).abs().max().item() for name, p in two.state_dict().items()}
+    assert max(differences.values()) < 1e-6, max(differences.items(), key=lambda item: item[1])
+    losses = [entry["loss"] for entry in json.loads((tmp_path / "two" / "loss_history.json").read_text())]
+    assert losses[-1] < losses[0]
