@@ -189,7 +189,6 @@ def export_model(model_dir: str, format: str, output_dir: str, quantization: str
         if format == "ctranslate2":
             import ctranslate2
 
-            check_ctranslate2_support(model.config)
             converter = ctranslate2.converters.TransformersConverter(model_dir, revision=revision)
             converter.convert(str(staged), quantization=quantization)
         else:
@@ -482,6 +481,5 @@ class OnnxRuntimeSeq2SeqLM(PreTrainedModel, GenerationMixin):
             self_cache.update(new[:, 2 * i], new[:, 2 * i + 1], i)
         return Seq2SeqLMOutput(logits=torch.from_numpy(logits)[:, None], cache=cache)
 
-    def _reorder_cache(self, cache: EncoderDecoderCache, beam_idx: torch.LongTensor) -> EncoderDecoderCache:
-        cache.self_attention_cache.reorder_cache(beam_idx)
-        return cache
+    # The same cache layout as the PyTorch model's, reordered the same way for beam search
+    _reorder_cache = VanillaTransformerForConditionalGeneration._reorder_cache
