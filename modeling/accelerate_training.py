@@ -126,8 +126,10 @@ def train_with_accelerate(model_args: ModelArguments, data_args: DataTrainingArg
     progress.close()
 
     accelerator.wait_for_everyone()
+    # The full weights, gathered from the shards under FSDP (every rank takes part), the model's own otherwise
+    state_dict = accelerator.get_state_dict(model)
     accelerator.unwrap_model(model).save_pretrained(
-        args.output_dir, is_main_process=accelerator.is_main_process, save_function=accelerator.save
+        args.output_dir, is_main_process=accelerator.is_main_process, save_function=accelerator.save, state_dict=state_dict
     )
     if accelerator.is_main_process:
         tokenizer.save_pretrained(args.output_dir)

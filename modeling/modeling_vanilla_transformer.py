@@ -159,9 +159,11 @@ class PackedTokens:
                 padding = self.padding_mask.view(self.batch, self.seq, *[1] * (packed.dim() - 2)) == 0
                 return packed.masked_fill(padding, 0)
             return packed
-        # In place on a fresh grid: the out-of-place copy would hold a second grid for a moment
-        grid = packed.new_zeros(self.batch * self.seq, *packed.shape[1:]).index_copy_(0, self.indices, packed)
-        return grid.view(self.batch, self.seq, *packed.shape[1:])  # (batch, seq, ...)
+        # In place on a fresh grid: the out-of-place copy would hold a second grid for a moment. The grid itself is
+        # returned, not a view of it: FSDP's hooks (and in-place ops after a layer) need an output that owns its data
+        grid = packed.new_zeros(self.batch, self.seq, *packed.shape[1:])  # (batch, seq, ...)
+        grid.flatten(0, 1).index_copy_(0, self.indices, packed)
+        return grid
 
 
 def scaled_dot_product_attention(
