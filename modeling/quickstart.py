@@ -3,7 +3,7 @@
 With no data it makes its own task (numbers written as digits -> English words, "40021" -> "forty thousand
 twenty-one"); given a folder of parallel text (such as Multi30k) it trains a real translator. Either way it trains a
 joint BPE tokenizer, trains a small Transformer with the Seq2SeqTrainer, reloads both through `AutoTokenizer` /
-`AutoModelForSeq2SeqLM`, translates the held-out test set and reports BLEU, chrF and exact match.
+`AutoModelForSeq2SeqLM`, translates the validation set and every test set and reports BLEU, chrF and exact match.
 """
 
 import tempfile
@@ -12,6 +12,7 @@ from pathlib import Path
 
 from transformers import AutoModelForSeq2SeqLM, AutoTokenizer, Seq2SeqTrainingArguments
 
+from .checkpoint_averaging import average_checkpoints, last_checkpoints
 from .evaluation import load_translation_metric
 from .inference import translate
 from .tokenization import train_bpe_tokenizer
@@ -32,6 +33,8 @@ class Recipe:
     warmup_steps: int
     num_beams: int
     max_length: int  # of sources, targets and translations, in tokens
+    average_last: int = 1  # checkpoints averaged into the final model (the paper's 5; 1: the last model as it is)
+    save_steps: int = 0  # steps between those checkpoints
 
 
 # Sized to reach >= 95% exact match in a few minutes on 2 CPU cores
@@ -64,19 +67,35 @@ PARALLEL_TEXT_RECIPE = Recipe(
     max_length=128,
 )
 
-SPLIT_NAMES = {"train": ("train",), "validation": ("val", "valid", "validation", "dev"), "test": ("test",)}
+SPLIT_NAMES = {"train": ("train",), "validation": ("val", "valid", "validation", "dev")}
+
+
+def prefixes_named(data_dir: Path, name: str, lang: str) -> list[Path]:
+    """The prefixes of the files `{name}*.{lang}` or `{name}*.{lang}.gz` in `data_dir`, sorted."""
+    matches = sorted(p for p in data_dir.glob(f"{name}*.{lang}*") if p.name.split(f".{lang}")[-1] in ("", ".gz"))
+    return sorted({Path(str(p).removesuffix(".gz").removesuffix(f".{lang}")) for p in matches})
 
 
 def find_split(data_dir: Path, split: str, lang: str) -> Path:
     """The prefix of a split's parallel files in `data_dir`: `train.de(.gz)`, `val.de`, `test_2016_flickr.de.gz`..."""
     for name in SPLIT_NAMES[split]:
-        matches = sorted(p for p in data_dir.glob(f"{name}*.{lang}*") if p.name.split(f".{lang}")[-1] in ("", ".gz"))
-        if matches:
-            return Path(str(matches[0]).removesuffix(".gz").removesuffix(f".{lang}"))
+        if prefixes := prefixes_named(data_dir, name, lang):
+            return prefixes[0]
     raise FileNotFoundError(
         f"No {split} files for {lang!r} in {data_dir}: expected a file named like {SPLIT_NAMES[split][0]}*.{lang} "
         f"or {SPLIT_NAMES[split][0]}*.{lang}.gz."
     )
+
+
+def find_test_sets(data_dir: Path, source_lang: str, target_lang: str) -> list[Path]:
+    """Every test set of `data_dir` (`test*`) that has both sides, such as test_2016_flickr and test_2017_flickr."""
+    prefixes = [p for p in prefixes_named(data_dir, "test", source_lang) if p in prefixes_named(data_dir, "test", target_lang)]
+    if not prefixes:
+        raise FileNotFoundError(
+            f"No test set with both sides in {data_dir}: expected files named like test*.{source_lang} and "
+            f"test*.{target_lang} (or .gz)."
+        )
+    return prefixes
 
 
 def write_numbers_task(data_dir: Path) -> dict[str, Path]:
@@ -99,19 +118,22 @@ def run_quickstart(
     show_examples: int = 5,
 ) -> dict[str, float]:
     """Trains and evaluates as described above; prints progress and a few translations; returns BLEU, chrF and
-    exact match (in %) on the test split."""
+    exact match (in %) of the validation set and of each test set, by the sets' names (e.g. "val",
+    "test_2016_flickr")."""
     output = Path(output_dir)
     with tempfile.TemporaryDirectory() as scratch:
         if data_dir is None:
             recipe, source_lang, target_lang = NUMBERS_RECIPE, "digits", "words"
             prefixes = write_numbers_task(Path(scratch))
+            prefixes["tests"] = [prefixes.pop("test")]
         else:
             recipe = PARALLEL_TEXT_RECIPE
             folder = Path(data_dir)
             if not folder.is_dir():
                 raise FileNotFoundError(f"The data folder {data_dir} does not exist.")
-            prefixes = {split: find_split(folder, split, source_lang) for split in SPLIT_NAMES}
-            for prefix in prefixes.values():
+            prefixes = {split: find_split(folder, split, source_lang) for split in ("train", "validation")}
+            prefixes["tests"] = find_test_sets(folder, source_lang, target_lang)
+            for prefix in (prefixes["train"], prefixes["validation"]):
                 parallel_file(prefix, target_lang)  # fails now, not after training, if a side is missing
 
         train_texts = [line for lang in (source_lang, target_lang) for line in read_lines(parallel_file(prefixes["train"], lang))]
@@ -144,23 +166,51 @@ def run_quickstart(
                 adam_beta2=0.98,
                 adam_epsilon=1e-9,
                 label_smoothing_factor=0.1,
-                save_strategy="no",
+                # Only the checkpoints to average are kept, without optimizer states: they are read once, at the end
+                save_strategy="steps" if recipe.average_last > 1 else "no",
+                save_steps=recipe.save_steps or 500,
+                save_total_limit=recipe.average_last,
+                save_only_model=True,
                 logging_steps=100,
                 report_to="none",
                 seed=seed,
             ),
         )
 
+        if recipe.average_last > 1:
+            average_last_checkpoints(output, recipe.average_last)
         model = AutoModelForSeq2SeqLM.from_pretrained(output).eval()
         tokenizer = AutoTokenizer.from_pretrained(output)
         print(f"reloaded {type(model).__name__} ({model.num_parameters():,} parameters) and its tokenizer from {output}/")
-        sources = read_lines(parallel_file(prefixes["test"], source_lang))
-        references = read_lines(parallel_file(prefixes["test"], target_lang))
-    hypotheses = list(translate(model, tokenizer, sources, batch_size=64))
-    for source, hypothesis, reference in list(zip(sources, hypotheses, references))[:show_examples]:
-        print(f"  {source}\n    -> {hypothesis}" + ("" if hypothesis == reference else f"\n    (reference: {reference})"))
-    scores = load_translation_metric().compute(predictions=hypotheses, references=[[r] for r in references])
-    exact = 100 * sum(h == r for h, r in zip(hypotheses, references)) / len(references)
-    print(f"test set: {len(references)} sentences, BLEU {scores['bleu']:.1f}, chrF {scores['chrf']:.1f}")
-    print(f"exact-match: {exact:.1f}%")
-    return {"bleu": scores["bleu"], "chrf": scores["chrf"], "exact_match": exact}
+        evaluation_sets = {prefix.name: prefix for prefix in (prefixes["validation"], *prefixes["tests"])}
+        texts = {
+            name: (read_lines(parallel_file(prefix, source_lang)), read_lines(parallel_file(prefix, target_lang)))
+            for name, prefix in evaluation_sets.items()
+        }
+
+    metric, results = load_translation_metric(), {}
+    for index, (name, (sources, references)) in enumerate(texts.items()):
+        hypotheses = list(translate(model, tokenizer, sources, batch_size=64))
+        if index == 1:  # the first test set
+            for source, hypothesis, reference in list(zip(sources, hypotheses, references))[:show_examples]:
+                print(f"  {source}\n    -> {hypothesis}" + ("" if hypothesis == reference else f"\n    (reference: {reference})"))
+        scores = metric.compute(predictions=hypotheses, references=[[r] for r in references])
+        exact = 100 * sum(h == r for h, r in zip(hypotheses, references)) / len(references)
+        role = "validation" if index == 0 else "test"
+        print(f"{role} set {name}: {len(references)} sentences, BLEU {scores['bleu']:.1f}, chrF {scores['chrf']:.1f}")
+        results[name] = {"bleu": scores["bleu"], "chrf": scores["chrf"], "exact_match": exact}
+    first_test = list(texts)[1]
+    print(f"exact-match on {first_test}: {results[first_test]['exact_match']:.1f}%")
+    return results
+
+
+def average_last_checkpoints(run_dir: Path, count: int) -> None:
+    """Replaces the run's final model by the average of its last `count` checkpoints (fewer if a shorter run saved
+    fewer), as the paper does; the checkpoints stay beside it."""
+    saved = len(list(run_dir.glob("checkpoint-*")))
+    if saved < 2:
+        print(f"checkpoint averaging skipped: the run saved {saved} checkpoint(s)")
+        return
+    checkpoints = last_checkpoints(run_dir, min(count, saved))
+    average_checkpoints(checkpoints).save_pretrained(run_dir)
+    print(f"averaged the weights of {', '.join(c.name for c in checkpoints)} into {run_dir}/")

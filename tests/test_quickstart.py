@@ -1,0 +1,52 @@
+"""The quick start on a folder of parallel text: it finds every test set, reports the validation set and each test
+set, and replaces the final model by the average of its last checkpoints."""
+
+import gzip
+from pathlib import Path
+
+import pytest
+import torch
+from transformers import AutoModelForSeq2SeqLM
+
+from vanilla_transformer import VanillaTransformerConfig, VanillaTransformerForConditionalGeneration
+from vanilla_transformer.quickstart import average_last_checkpoints, find_test_sets, run_quickstart
+
+from .translation_fixtures import SOURCE, TARGET, write_numbers_data
+
+
+def test_every_test_set_with_both_sides_is_found(tmp_path):
+    for name in ("test_2016_flickr.de.gz", "test_2016_flickr.en.gz", "test_2017_mscoco.de", "test_2017_mscoco.en",
+                 "test_2018_flickr.de", "val.de", "val.en"):
+        (tmp_path / name).write_bytes(gzip.compress(b"x\n") if name.endswith(".gz") else b"x\n")
+    assert find_test_sets(tmp_path, "de", "en") == [tmp_path / "test_2016_flickr", tmp_path / "test_2017_mscoco"]
+    with pytest.raises(FileNotFoundError, match=r"No test set with both sides .* test\*\.fr and test\*\.en"):
+        find_test_sets(tmp_path, "fr", "en")
+
+
+def test_the_quick_start_reports_the_validation_set_and_every_test_set(tmp_path, capsys):
+    folder = tmp_path / "data"
+    folder.mkdir()
+    write_numbers_data(folder, {"train": 128, "val": 6, "test_2016_flickr": 5, "test_2017_mscoco": 4})
+    results = run_quickstart(str(tmp_path / "model"), str(folder), SOURCE, TARGET, max_steps=2, show_examples=0)
+    assert list(results) == ["val", "test_2016_flickr", "test_2017_mscoco"]
+    printed = capsys.readouterr().out
+    for line in ("validation set val: 6 sentences", "test set test_2016_flickr: 5 sentences",
+                 "test set test_2017_mscoco: 4 sentences"):
+        assert line in printed
+    assert printed.strip().splitlines()[-1].startswith("exact-match on test_2016_flickr: ")
+
+
+def test_the_final_model_becomes_the_average_of_the_last_checkpoints(tmp_path):
+    config = VanillaTransformerConfig(d_model=16, encoder_layers=1, decoder_layers=1, encoder_attention_heads=2,
+                                      decoder_attention_heads=2, encoder_ffn_dim=32, decoder_ffn_dim=32, vocab_size=20)
+    weights = []
+    for step in (100, 200, 300):
+        torch.manual_seed(step)
+        model = VanillaTransformerForConditionalGeneration(config)
+        model.save_pretrained(tmp_path / f"checkpoint-{step}")
+        weights.append(model.lm_head.weight.detach())
+    model.save_pretrained(tmp_path)  # the run's final model, the last checkpoint's weights
+    average_last_checkpoints(tmp_path, 2)
+    averaged = AutoModelForSeq2SeqLM.from_pretrained(tmp_path)
+    assert torch.allclose(averaged.lm_head.weight, (weights[1] + weights[2]) / 2)
+    assert Path(tmp_path / "checkpoint-100").is_dir()  # the checkpoints stay
