@@ -34,7 +34,7 @@ class Recipe:
     num_beams: int
     max_length: int  # of sources, targets and translations, in tokens
     average_last: int = 1  # checkpoints averaged into the final model (the paper's 5; 1: the last model as it is)
-    save_steps: int = 0  # steps between those checkpoints
+    save_steps: int = 500  # steps between those checkpoints
 
 
 # Sized to reach >= 95% exact match in a few minutes on 2 CPU cores
@@ -116,18 +116,19 @@ def run_quickstart(
     max_steps: int | None = None,
     seed: int = 0,
     show_examples: int = 5,
-) -> dict[str, float]:
+    recipe: Recipe | None = None,
+) -> dict[str, dict[str, float]]:
     """Trains and evaluates as described above; prints progress and a few translations; returns BLEU, chrF and
     exact match (in %) of the validation set and of each test set, by the sets' names (e.g. "val",
-    "test_2016_flickr")."""
+    "test_2016_flickr"). `recipe` replaces the task's own (NUMBERS_RECIPE, or PARALLEL_TEXT_RECIPE with data)."""
     output = Path(output_dir)
     with tempfile.TemporaryDirectory() as scratch:
         if data_dir is None:
-            recipe, source_lang, target_lang = NUMBERS_RECIPE, "digits", "words"
+            recipe, source_lang, target_lang = recipe or NUMBERS_RECIPE, "digits", "words"
             prefixes = write_numbers_task(Path(scratch))
             prefixes["tests"] = [prefixes.pop("test")]
         else:
-            recipe = PARALLEL_TEXT_RECIPE
+            recipe = recipe or PARALLEL_TEXT_RECIPE
             folder = Path(data_dir)
             if not folder.is_dir():
                 raise FileNotFoundError(f"The data folder {data_dir} does not exist.")
@@ -136,6 +137,11 @@ def run_quickstart(
             for prefix in (prefixes["train"], prefixes["validation"]):
                 parallel_file(prefix, target_lang)  # fails now, not after training, if a side is missing
 
+        if recipe.average_last > 1 and (earlier := sorted(output.glob("checkpoint-*"))):
+            raise FileExistsError(
+                f"{output} holds checkpoints of an earlier run ({', '.join(p.name for p in earlier)}): averaging would "
+                "mix them into this run's model. Remove them, or give another --output_dir."
+            )
         train_texts = [line for lang in (source_lang, target_lang) for line in read_lines(parallel_file(prefixes["train"], lang))]
         tokenizer = train_bpe_tokenizer(train_texts, vocab_size=recipe.vocab_size)
         tokenizer_dir = Path(scratch) / "tokenizer"
@@ -168,7 +174,7 @@ def run_quickstart(
                 label_smoothing_factor=0.1,
                 # Only the checkpoints to average are kept, without optimizer states: they are read once, at the end
                 save_strategy="steps" if recipe.average_last > 1 else "no",
-                save_steps=recipe.save_steps or 500,
+                save_steps=recipe.save_steps,
                 save_total_limit=recipe.average_last,
                 save_only_model=True,
                 logging_steps=100,
@@ -182,24 +188,23 @@ def run_quickstart(
         model = AutoModelForSeq2SeqLM.from_pretrained(output).eval()
         tokenizer = AutoTokenizer.from_pretrained(output)
         print(f"reloaded {type(model).__name__} ({model.num_parameters():,} parameters) and its tokenizer from {output}/")
-        evaluation_sets = {prefix.name: prefix for prefix in (prefixes["validation"], *prefixes["tests"])}
-        texts = {
-            name: (read_lines(parallel_file(prefix, source_lang)), read_lines(parallel_file(prefix, target_lang)))
-            for name, prefix in evaluation_sets.items()
-        }
+        evaluation_sets = [("validation", prefixes["validation"]), *(("test", prefix) for prefix in prefixes["tests"])]
+        texts = [
+            (role, prefix.name, read_lines(parallel_file(prefix, source_lang)), read_lines(parallel_file(prefix, target_lang)))
+            for role, prefix in evaluation_sets
+        ]
 
     metric, results = load_translation_metric(), {}
-    for index, (name, (sources, references)) in enumerate(texts.items()):
+    first_test = prefixes["tests"][0].name
+    for role, name, sources, references in texts:
         hypotheses = list(translate(model, tokenizer, sources, batch_size=64))
-        if index == 1:  # the first test set
+        if name == first_test:
             for source, hypothesis, reference in list(zip(sources, hypotheses, references))[:show_examples]:
                 print(f"  {source}\n    -> {hypothesis}" + ("" if hypothesis == reference else f"\n    (reference: {reference})"))
         scores = metric.compute(predictions=hypotheses, references=[[r] for r in references])
         exact = 100 * sum(h == r for h, r in zip(hypotheses, references)) / len(references)
-        role = "validation" if index == 0 else "test"
         print(f"{role} set {name}: {len(references)} sentences, BLEU {scores['bleu']:.1f}, chrF {scores['chrf']:.1f}")
         results[name] = {"bleu": scores["bleu"], "chrf": scores["chrf"], "exact_match": exact}
-    first_test = list(texts)[1]
     print(f"exact-match on {first_test}: {results[first_test]['exact_match']:.1f}%")
     return results
 

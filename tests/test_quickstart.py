@@ -9,9 +9,9 @@ import torch
 from transformers import AutoModelForSeq2SeqLM
 
 from vanilla_transformer import VanillaTransformerConfig, VanillaTransformerForConditionalGeneration
-from vanilla_transformer.quickstart import average_last_checkpoints, find_test_sets, run_quickstart
+from vanilla_transformer.quickstart import Recipe, average_last_checkpoints, find_test_sets, run_quickstart
 
-from .translation_fixtures import SOURCE, TARGET, write_numbers_data
+from .translation_fixtures import SOURCE, TARGET, TINY_MODEL, write_numbers_data
 
 
 def test_every_test_set_with_both_sides_is_found(tmp_path):
@@ -23,17 +23,24 @@ def test_every_test_set_with_both_sides_is_found(tmp_path):
         find_test_sets(tmp_path, "fr", "en")
 
 
-def test_the_quick_start_reports_the_validation_set_and_every_test_set(tmp_path, capsys):
+def test_the_quick_start_reports_the_validation_set_and_every_test_set_of_the_averaged_model(tmp_path, capsys):
     folder = tmp_path / "data"
     folder.mkdir()
     write_numbers_data(folder, {"train": 128, "val": 6, "test_2016_flickr": 5, "test_2017_mscoco": 4})
-    results = run_quickstart(str(tmp_path / "model"), str(folder), SOURCE, TARGET, max_steps=2, show_examples=0)
+    recipe = Recipe(vocab_size=120, config_overrides=TINY_MODEL, max_steps=4, max_tokens_per_batch=256,
+                    learning_rate=1e-3, warmup_steps=0, num_beams=2, max_length=32, average_last=2, save_steps=2)
+    output = tmp_path / "model"
+    results = run_quickstart(str(output), str(folder), SOURCE, TARGET, show_examples=0, recipe=recipe)
     assert list(results) == ["val", "test_2016_flickr", "test_2017_mscoco"]
     printed = capsys.readouterr().out
-    for line in ("validation set val: 6 sentences", "test set test_2016_flickr: 5 sentences",
-                 "test set test_2017_mscoco: 4 sentences"):
+    for line in (f"averaged the weights of checkpoint-2, checkpoint-4 into {output}/", "validation set val: 6 sentences",
+                 "test set test_2016_flickr: 5 sentences", "test set test_2017_mscoco: 4 sentences"):
         assert line in printed
     assert printed.strip().splitlines()[-1].startswith("exact-match on test_2016_flickr: ")
+
+    # A second run into the same folder would average the first run's checkpoints into its model: refused
+    with pytest.raises(FileExistsError, match="checkpoint-2, checkpoint-4.*Remove them, or give another --output_dir"):
+        run_quickstart(str(output), str(folder), SOURCE, TARGET, recipe=recipe)
 
 
 def test_the_final_model_becomes_the_average_of_the_last_checkpoints(tmp_path):
