@@ -72,7 +72,7 @@ SPLIT_NAMES = {"train": ("train",), "validation": ("val", "valid", "validation",
 
 def prefixes_named(data_dir: Path, name: str, lang: str) -> list[Path]:
     """The prefixes of the files `{name}*.{lang}` or `{name}*.{lang}.gz` in `data_dir`, sorted."""
-    matches = sorted(p for p in data_dir.glob(f"{name}*.{lang}*") if p.name.split(f".{lang}")[-1] in ("", ".gz"))
+    matches = (p for p in data_dir.glob(f"{name}*.{lang}*") if p.name.split(f".{lang}")[-1] in ("", ".gz"))
     return sorted({Path(str(p).removesuffix(".gz").removesuffix(f".{lang}")) for p in matches})
 
 
@@ -89,7 +89,8 @@ def find_split(data_dir: Path, split: str, lang: str) -> Path:
 
 def find_test_sets(data_dir: Path, source_lang: str, target_lang: str) -> list[Path]:
     """Every test set of `data_dir` (`test*`) that has both sides, such as test_2016_flickr and test_2017_flickr."""
-    prefixes = [p for p in prefixes_named(data_dir, "test", source_lang) if p in prefixes_named(data_dir, "test", target_lang)]
+    with_target = set(prefixes_named(data_dir, "test", target_lang))
+    prefixes = [p for p in prefixes_named(data_dir, "test", source_lang) if p in with_target]
     if not prefixes:
         raise FileNotFoundError(
             f"No test set with both sides in {data_dir}: expected files named like test*.{source_lang} and "
