@@ -34,7 +34,8 @@ def test_the_quick_start_reports_the_validation_set_and_every_test_set_of_the_av
     assert list(results) == ["val", "test_2016_flickr", "test_2017_mscoco"]
     printed = capsys.readouterr().out
     for line in (f"averaged the weights of checkpoint-2, checkpoint-4 into {output}/", "validation set val: 6 sentences",
-                 "test set test_2016_flickr: 5 sentences", "test set test_2017_mscoco: 4 sentences"):
+                 "test set test_2016_flickr: 5 sentences", "test set test_2017_mscoco: 4 sentences",
+                 "min, tokenizer to scores"):
         assert line in printed
     assert printed.strip().splitlines()[-1].startswith("exact-match on test_2016_flickr: ")
 
