@@ -1,3 +1,12 @@
+import os
+
+# Under pytest-xdist each worker gets its share of the cores (oversubscribed OpenMP threads spin against each other).
+# Set before torch is imported, so that the processes the tests start, which inherit it, compute exactly as the
+# in-process references they are compared with bit for bit.
+if workers := os.environ.get("PYTEST_XDIST_WORKER_COUNT"):
+    cores = len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else os.cpu_count()
+    os.environ.setdefault("OMP_NUM_THREADS", str(max(1, cores // int(workers))))
+
 import pytest
 import torch
 
