@@ -56,6 +56,7 @@ NUMBERS_RECIPE = Recipe(
 # A small Transformer for Multi30k-sized corpora (29k pairs): the paper's base model at half its width and depth.
 # Sized to an hour on 2 CPU cores, tokenizer to scores; batch size, steps and averaging chosen on val (README table).
 # Small batches: at a fixed hour, 1024-token batches (4x the updates of 4096-token ones) train far further.
+# Dropout stays at the paper's 0.1: 0.2 lost 2.4 val BLEU, the hour ends before more regularization pays.
 PARALLEL_TEXT_RECIPE = Recipe(
     vocab_size=8000,
     config_overrides=(
