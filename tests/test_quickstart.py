@@ -44,6 +44,20 @@ def test_the_quick_start_reports_the_validation_set_and_every_test_set_of_the_av
         run_quickstart(str(output), str(folder), SOURCE, TARGET, recipe=recipe)
 
 
+@pytest.mark.parametrize("native", [True, False])
+def test_a_bf16_recipe_trains_in_mixed_precision_where_the_hardware_has_bf16_else_in_fp32(tmp_path, capsys, monkeypatch, native):
+    monkeypatch.setattr("vanilla_transformer.quickstart.computes_bf16_natively", lambda: native)
+    folder = tmp_path / "data"
+    folder.mkdir()
+    write_numbers_data(folder, {"train": 64, "val": 3, "test": 3})
+    recipe = Recipe(vocab_size=120, config_overrides=TINY_MODEL, max_steps=2, max_tokens_per_batch=256,
+                    learning_rate=1e-3, warmup_steps=0, num_beams=1, max_length=32, bf16=True, attn_implementation="eager")
+    run_quickstart(str(tmp_path / "model"), str(folder), SOURCE, TARGET, show_examples=0, recipe=recipe)
+    training_args = torch.load(tmp_path / "model" / "training_args.bin", weights_only=False)
+    assert training_args.bf16 is native
+    assert ("mixed precision off: this machine has no native bf16" in capsys.readouterr().out) is not native
+
+
 def test_the_final_model_becomes_the_average_of_the_last_checkpoints(tmp_path):
     config = VanillaTransformerConfig(d_model=16, encoder_layers=1, decoder_layers=1, encoder_attention_heads=2,
                                       decoder_attention_heads=2, encoder_ffn_dim=32, decoder_ffn_dim=32, vocab_size=20)
