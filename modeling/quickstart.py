@@ -14,9 +14,12 @@ from pathlib import Path
 import torch
 from transformers import AutoModelForSeq2SeqLM, AutoTokenizer, Seq2SeqTrainingArguments
 
+from .benchmarking import timed, training_loss, translation_batch
 from .checkpoint_averaging import average_checkpoints, last_checkpoints
+from .configuration_vanilla_transformer import VanillaTransformerConfig
 from .evaluation import load_translation_metric
 from .inference import translate
+from .modeling_vanilla_transformer import VanillaTransformerForConditionalGeneration
 from .tokenization import train_bpe_tokenizer
 from .toy_tasks import numbers_to_words_splits
 from .training import DataTrainingArguments, ModelArguments, run_translation
@@ -37,8 +40,8 @@ class Recipe:
     max_length: int  # of sources, targets and translations, in tokens
     average_last: int = 1  # checkpoints averaged into the final model (the paper's 5; 1: the last model as it is)
     save_steps: int = 500  # steps between those checkpoints
-    bf16: bool = False  # mixed precision (bf16 products, fp32 weights), where the hardware computes bf16 natively
-    attn_implementation: str = "sdpa"
+    # Train in fp32 with sdpa attention, or in the fastest here of fp32 / bf16 mixed precision x sdpa / eager attention
+    fastest_setup: bool = False
 
 
 # Sized to reach >= 95% exact match in a few minutes on 2 CPU cores
@@ -66,8 +69,8 @@ PARALLEL_TEXT_MODEL = (
 PARALLEL_TEXT_RECIPE = Recipe(  # any language pair; en->de's val keeps the paper's dropout 0.1 (0.05: -0.8 BLEU)
     vocab_size=8000,
     config_overrides=PARALLEL_TEXT_MODEL + ",dropout=0.1",
-    # 12.6 epochs of Multi30k. bf16 products run 1.7x faster than fp32 on a CPU with AVX512-BF16 (200 steps: 48 s vs
-    # 80 s), which bought these 6000 steps instead of 3600: val +1.2 BLEU en->de, +0.1 de->en (README table)
+    # 12.6 epochs of Multi30k. Where bf16 products are fast (an AMD EPYC with AVX512-BF16: 200 steps in 48 s vs 80 s in
+    # fp32) they bought these 6000 steps instead of 3600: val +1.2 BLEU en->de, +0.1 de->en (README table)
     max_steps=6000,
     max_tokens_per_batch=1024,
     learning_rate=1e-3,
@@ -76,9 +79,7 @@ PARALLEL_TEXT_RECIPE = Recipe(  # any language pair; en->de's val keeps the pape
     max_length=128,
     average_last=10,  # val: within 0.15 of the last 5, better on en->de
     save_steps=200,
-    bf16=True,
-    # The fused CPU attention kernel's backward is slow in bf16 at these lengths (a step: 300 ms vs 210 ms eager)
-    attn_implementation="eager",
+    fastest_setup=True,
 )
 # Where a direction's own val chose otherwise. de->en: dropout 0.0 / 0.05 / 0.1 / 0.2 gave 39.7 / 41.2 / 40.3 / 37.9
 # BLEU; an hour is too short for more regularization to pay, yet none at all lets the model overfit.
@@ -167,14 +168,21 @@ def run_quickstart(
         tokenizer.save_pretrained(tokenizer_dir)
         print(f"tokenizer: {len(tokenizer)} tokens learned from {len(train_texts)} {source_lang}+{target_lang} sentences")
 
-        bf16 = recipe.bf16 and computes_bf16_natively()
-        if recipe.bf16 and not bf16:
-            print("mixed precision off: this machine has no native bf16 (AVX512-BF16, AMX or a bf16 GPU); fp32 is slower")
+        bf16, attention = False, "sdpa"
+        if recipe.fastest_setup:
+            config = VanillaTransformerConfig(vocab_size=len(tokenizer))
+            config.update_from_string(recipe.config_overrides)
+            step_seconds = time_training_setups(config, recipe.max_tokens_per_batch)
+            bf16, attention = min(step_seconds, key=step_seconds.get)
+            print(
+                f"training in {'bf16 mixed precision' if bf16 else 'fp32'} with {attention} attention, the fastest here "
+                f"(a step: {', '.join(f'{setup_name(*setup)} {1000 * t:.0f} ms' for setup, t in step_seconds.items())})"
+            )
         run_translation(
             ModelArguments(
                 tokenizer_name=str(tokenizer_dir),
                 config_overrides=recipe.config_overrides,
-                attn_implementation=recipe.attn_implementation,
+                attn_implementation=attention,
             ),
             DataTrainingArguments(
                 source_lang=source_lang,
@@ -239,12 +247,37 @@ def run_quickstart(
     return results
 
 
-def computes_bf16_natively() -> bool:
-    """Whether bf16 matrix products run natively here (a bf16 GPU, or a CPU with AVX512-BF16 or AMX): elsewhere
-    they are emulated, slower than fp32."""
-    if torch.cuda.is_available():
-        return torch.cuda.is_bf16_supported()
-    return torch.cpu._is_avx512_bf16_supported() or torch.cpu._is_amx_tile_supported()
+def setup_name(bf16: bool, attention: str) -> str:
+    return f"{'bf16' if bf16 else 'fp32'}+{attention}"
+
+
+def time_training_setups(config, tokens_per_batch: int, repeats: int = 3) -> dict[tuple[bool, str], float]:
+    """Seconds of a training step (forward, backward, Adam) of `config`'s model on a batch of `tokens_per_batch` source
+    tokens, by (bf16 mixed precision, attention kernel), the best of `repeats` after a warm-up. Which setup is fastest
+    depends on the machine, not only on its instruction set: on two CPUs that both have AVX512-BF16, an AMD EPYC ran
+    bf16 with eager attention 2.3x faster than fp32, and an Intel Xeon (no AMX) ran fp32 with sdpa 1.4x faster than
+    bf16 (README). A bf16 GPU is timed too; a GPU without bf16 only in fp32."""
+    device = "cuda" if torch.cuda.is_available() else "cpu"
+    bf16_choices = (False, True) if device == "cpu" or torch.cuda.is_bf16_supported() else (False,)
+    # Multi30k's sentences are about 16 tokens long, and batches group pairs of similar lengths
+    batch = translation_batch(tokens_per_batch // 16, config.vocab_size, seed=0, device=device, min_len=16, max_len=16)
+    step_seconds = {}
+    for bf16 in bf16_choices:
+        for attention in ("sdpa", "eager"):
+            model = VanillaTransformerForConditionalGeneration._from_config(config, attn_implementation=attention)
+            model.to(device).train()
+            optimizer = torch.optim.AdamW(model.parameters())
+
+            def step():
+                with torch.autocast(device, dtype=torch.bfloat16, enabled=bf16):
+                    loss = training_loss("ours", model, batch)
+                loss.backward()
+                optimizer.step()
+                optimizer.zero_grad()
+
+            step()
+            step_seconds[bf16, attention] = min(timed(step, device) for _ in range(repeats))
+    return step_seconds
 
 
 def average_last_checkpoints(run_dir: Path, count: int) -> None:

@@ -9,7 +9,13 @@ import torch
 from transformers import AutoModelForSeq2SeqLM
 
 from vanilla_transformer import VanillaTransformerConfig, VanillaTransformerForConditionalGeneration
-from vanilla_transformer.quickstart import Recipe, average_last_checkpoints, find_test_sets, run_quickstart
+from vanilla_transformer.quickstart import (
+    Recipe,
+    average_last_checkpoints,
+    find_test_sets,
+    run_quickstart,
+    time_training_setups,
+)
 
 from .translation_fixtures import SOURCE, TARGET, TINY_MODEL, write_numbers_data
 
@@ -44,31 +50,25 @@ def test_the_quick_start_reports_the_validation_set_and_every_test_set_of_the_av
         run_quickstart(str(output), str(folder), SOURCE, TARGET, recipe=recipe)
 
 
-@pytest.mark.parametrize("native", [True, False])
-def test_a_bf16_recipe_trains_in_mixed_precision_where_the_hardware_has_bf16_else_in_fp32(tmp_path, capsys, monkeypatch, native):
-    monkeypatch.setattr("vanilla_transformer.quickstart.computes_bf16_natively", lambda: native)
+def test_the_training_setups_are_timed_on_the_recipes_model():
+    config = VanillaTransformerConfig(vocab_size=120)
+    config.update_from_string(TINY_MODEL)
+    step_seconds = time_training_setups(config, tokens_per_batch=128, repeats=1)
+    assert set(step_seconds) == {(False, "sdpa"), (False, "eager"), (True, "sdpa"), (True, "eager")}
+    assert all(seconds > 0 for seconds in step_seconds.values())
+
+
+@pytest.mark.parametrize("fastest", [(False, "sdpa"), (True, "eager")])
+def test_a_recipe_trains_in_the_setup_measured_fastest(tmp_path, capsys, monkeypatch, fastest):
+    timings = {(False, "sdpa"): 0.4, (False, "eager"): 0.5, (True, "sdpa"): 0.6, (True, "eager"): 0.7} | {fastest: 0.2}
+    monkeypatch.setattr("vanilla_transformer.quickstart.time_training_setups", lambda config, tokens: timings)
     folder = tmp_path / "data"
     folder.mkdir()
     write_numbers_data(folder, {"train": 64, "val": 3, "test": 3})
     recipe = Recipe(vocab_size=120, config_overrides=TINY_MODEL, max_steps=2, max_tokens_per_batch=256,
-                    learning_rate=1e-3, warmup_steps=0, num_beams=1, max_length=32, bf16=True, attn_implementation="eager")
+                    learning_rate=1e-3, warmup_steps=0, num_beams=1, max_length=32, fastest_setup=True)
     run_quickstart(str(tmp_path / "model"), str(folder), SOURCE, TARGET, show_examples=0, recipe=recipe)
     training_args = torch.load(tmp_path / "model" / "training_args.bin", weights_only=False)
-    assert training_args.bf16 is native
-    assert ("mixed precision off: this machine has no native bf16" in capsys.readouterr().out) is not native
-
-
-def test_the_final_model_becomes_the_average_of_the_last_checkpoints(tmp_path):
-    config = VanillaTransformerConfig(d_model=16, encoder_layers=1, decoder_layers=1, encoder_attention_heads=2,
-                                      decoder_attention_heads=2, encoder_ffn_dim=32, decoder_ffn_dim=32, vocab_size=20)
-    weights = []
-    for step in (100, 200, 300):
-        torch.manual_seed(step)
-        model = VanillaTransformerForConditionalGeneration(config)
-        model.save_pretrained(tmp_path / f"checkpoint-{step}")
-        weights.append(model.lm_head.weight.detach())
-    model.save_pretrained(tmp_path)  # the run's final model, the last checkpoint's weights
-    average_last_checkpoints(tmp_path, 2)
-    averaged = AutoModelForSeq2SeqLM.from_pretrained(tmp_path)
-    assert torch.allclose(averaged.lm_head.weight, (weights[1] + weights[2]) / 2)
-    assert Path(tmp_path / "checkpoint-100").is_dir()  # the checkpoints stay
+    assert training_args.bf16 is fastest[0]
+    precision = "bf16 mixed precision" if fastest[0] else "fp32"
+    assert f"training in {precision} with {fastest[1]} attention, the fastest here" in capsys.readouterr().out
