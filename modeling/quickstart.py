@@ -38,6 +38,7 @@ class Recipe:
     warmup_steps: int
     num_beams: int
     max_length: int  # of sources, targets and translations, in tokens
+    length_penalty: float = 0.6  # the paper's alpha, for beam search
     average_last: int = 1  # checkpoints averaged into the final model (the paper's 5; 1: the last model as it is)
     save_steps: int = 500  # steps between those checkpoints
     # Train in fp32 with sdpa attention, or in the fastest here of fp32 / bf16 mixed precision x sdpa / eager attention
@@ -75,9 +76,12 @@ PARALLEL_TEXT_RECIPE = Recipe(  # any language pair; en->de's val keeps the pape
     max_tokens_per_batch=1024,
     learning_rate=1e-3,
     warmup_steps=300,
-    num_beams=4,
+    # val, 4 / 5 / 6 beams x length penalty 0.6 / 0.8 / 1.0 / 1.2: 5 and 1.0 best in both directions (+0.4 / +0.6 BLEU
+    # over the paper's 4 and 0.6)
+    num_beams=5,
+    length_penalty=1.0,
     max_length=128,
-    average_last=10,  # val: within 0.15 of the last 5, better on en->de
+    average_last=10,  # val: ahead of the last 5 (every 200 or 400 steps) summed over both directions
     save_steps=200,
     fastest_setup=True,
 )
@@ -193,7 +197,7 @@ def run_quickstart(
                 max_source_length=recipe.max_length,
                 max_target_length=recipe.max_length,
                 num_beams=recipe.num_beams,
-                length_penalty=0.6 if recipe.num_beams > 1 else None,
+                length_penalty=recipe.length_penalty if recipe.num_beams > 1 else None,
                 overwrite_output_dir=True,
             ),
             Seq2SeqTrainingArguments(
