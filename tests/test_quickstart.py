@@ -72,3 +72,19 @@ def test_a_recipe_trains_in_the_setup_measured_fastest(tmp_path, capsys, monkeyp
     assert training_args.bf16 is fastest[0]
     precision = "bf16 mixed precision" if fastest[0] else "fp32"
     assert f"training in {precision} with {fastest[1]} attention, the fastest here" in capsys.readouterr().out
+
+
+def test_the_final_model_becomes_the_average_of_the_last_checkpoints(tmp_path):
+    config = VanillaTransformerConfig(d_model=16, encoder_layers=1, decoder_layers=1, encoder_attention_heads=2,
+                                      decoder_attention_heads=2, encoder_ffn_dim=32, decoder_ffn_dim=32, vocab_size=20)
+    weights = []
+    for step in (100, 200, 300):
+        torch.manual_seed(step)
+        model = VanillaTransformerForConditionalGeneration(config)
+        model.save_pretrained(tmp_path / f"checkpoint-{step}")
+        weights.append(model.lm_head.weight.detach())
+    model.save_pretrained(tmp_path)  # the run's final model, the last checkpoint's weights
+    average_last_checkpoints(tmp_path, 2)
+    averaged = AutoModelForSeq2SeqLM.from_pretrained(tmp_path)
+    assert torch.allclose(averaged.lm_head.weight, (weights[1] + weights[2]) / 2)
+    assert Path(tmp_path / "checkpoint-100").is_dir()  # the checkpoints stay
