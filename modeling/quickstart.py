@@ -22,7 +22,7 @@ from .inference import translate
 from .modeling_vanilla_transformer import VanillaTransformerForConditionalGeneration
 from .tokenization import train_bpe_tokenizer
 from .toy_tasks import numbers_to_words_splits
-from .training import DataTrainingArguments, ModelArguments, run_translation
+from .training import DataTrainingArguments, ModelArguments, keep_freed_memory_for_reuse, run_translation
 from .translation_data import parallel_file, read_lines
 
 
@@ -262,6 +262,8 @@ def time_training_setups(config, tokens_per_batch: int, repeats: int = 3) -> dic
     bf16 with eager attention 2.3x faster than fp32, and an Intel Xeon (no AMX) ran fp32 with sdpa 1.4x faster than
     bf16 (README). A bf16 GPU is timed too; a GPU without bf16 only in fp32."""
     device = "cuda" if torch.cuda.is_available() else "cpu"
+    if device == "cpu":
+        keep_freed_memory_for_reuse()  # time the steps as training will run them
     bf16_choices = (False, True) if device == "cpu" or torch.cuda.is_bf16_supported() else (False,)
     # Multi30k's sentences are about 16 tokens long, and batches group pairs of similar lengths
     batch = translation_batch(tokens_per_batch // 16, config.vocab_size, seed=0, device=device, min_len=16, max_len=16)

@@ -5,7 +5,9 @@ example `run_translation.py` and the paper's recipe (section 5): Adam with beta2
 Every check on the data, the tokenizer, the model and the output directory runs before training starts.
 """
 
+import ctypes
 import os
+import platform
 import re
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -176,6 +178,21 @@ def use_cpu_when_no_accelerator() -> None:
         os.environ.setdefault("ACCELERATE_USE_CPU", "true")
 
 
+def keep_freed_memory_for_reuse() -> None:
+    """Makes glibc's malloc keep freed blocks for the next step instead of giving them back to the system.
+
+    By default glibc serves every block over a threshold (which it raises only up to 32 MiB) with its own mmap and
+    unmaps it when freed, so each training step on the CPU maps its activations afresh and the kernel zeroes every
+    page again: on 2 cores that was about 15% of a step of the quick start's model (2.6 million page faults per 100
+    steps, 130 thousand with this). Only the process's own allocator is changed; no-op outside glibc."""
+    if platform.libc_ver()[0] != "glibc":
+        return
+    libc = ctypes.CDLL("libc.so.6")
+    m_trim_threshold, m_mmap_threshold = -1, -3  # <malloc.h>
+    libc.mallopt(m_mmap_threshold, 1 << 30)  # blocks up to 1 GiB come from the reusable heap
+    libc.mallopt(m_trim_threshold, 2**31 - 1)  # whose free top is not handed back after each step
+
+
 def resolve_resume_checkpoint(training_args: Seq2SeqTrainingArguments, overwrite_output_dir: bool) -> str | None:
     """The checkpoint to resume from, or None; refuses what is not a checkpoint and never trains over an earlier
     run's checkpoints unless asked to."""
@@ -318,6 +335,8 @@ def run_translation(
     """Trains, evaluates and/or predicts as the flags say; returns the metrics of every phase that ran.
     `callbacks` go to the Trainer."""
     resume = resolve_resume_checkpoint(training_args, data_args.overwrite_output_dir)
+    if training_args.device.type == "cpu":
+        keep_freed_memory_for_reuse()
     set_seed(training_args.seed)
     splits = load_raw_splits(
         data_args, model_args, training_args.do_train, training_args.do_eval, training_args.do_predict

@@ -2,6 +2,7 @@
 resume; average checkpoints; translate from the command line; and bad input refused before any training."""
 
 import json
+import platform
 import re
 import subprocess
 import sys
@@ -234,3 +235,27 @@ def test_the_accelerate_loop_resumes_from_its_last_complete_checkpoint(data, tmp
     history = train_with_accelerate(model_args, data_args, LoopArguments(**{**loop, "max_steps": 6, "resume_from_checkpoint": "true"}))
     assert "Skipping the incomplete checkpoint" in caplog.text and "step_4: optimizer.bin" in caplog.text
     assert [entry["step"] for entry in history] == [3, 4, 5, 6]  # resumed at step_2
+
+
+MEMORY_REUSE_PROBE = """
+import resource, torch
+from vanilla_transformer.training import keep_freed_memory_for_reuse
+def page_faults():
+    start = resource.getrusage(resource.RUSAGE_SELF).ru_minflt
+    for _ in range(20):
+        torch.ones(16 * 2**20)  # 64 MiB, freed at once, as a step's activations are
+    return resource.getrusage(resource.RUSAGE_SELF).ru_minflt - start
+before = page_faults()
+keep_freed_memory_for_reuse()
+page_faults()  # the first block of the heap is mapped once
+print(before, page_faults())
+"""
+
+
+@pytest.mark.skipif(platform.libc_ver()[0] != "glibc", reason="the allocator setting is glibc's")
+def test_training_on_the_cpu_reuses_freed_memory_instead_of_mapping_it_again():
+    # in a fresh process: the setting is the process's for good
+    result = subprocess.run([sys.executable, "-c", MEMORY_REUSE_PROBE], capture_output=True, text=True, check=True)
+    before, after = map(int, result.stdout.split())
+    assert before > 20 * 16_000  # every 64 MiB block was mapped and zeroed page by page
+    assert after < before / 100
