@@ -41,6 +41,7 @@ class Recipe:
     length_penalty: float = 0.6  # the paper's alpha, for beam search
     average_last: int = 1  # checkpoints averaged into the final model (the paper's 5; 1: the last model as it is)
     save_steps: int = 500  # steps between those checkpoints
+    label_smoothing: float = 0.1  # the paper's epsilon_ls
     # Train in fp32 with sdpa attention, or in the fastest here of fp32 / bf16 mixed precision x sdpa / eager attention
     fastest_setup: bool = False
 
@@ -87,7 +88,11 @@ PARALLEL_TEXT_RECIPE = Recipe(  # any language pair; en->de's val keeps the pape
 )
 # Where a direction's own val chose otherwise. de->en: dropout 0.0 / 0.05 / 0.1 / 0.2 gave 39.7 / 41.2 / 40.3 / 37.9
 # BLEU; an hour is too short for more regularization to pay, yet none at all lets the model overfit.
-PAIR_RECIPES = {("de", "en"): replace(PARALLEL_TEXT_RECIPE, config_overrides=PARALLEL_TEXT_MODEL + ",dropout=0.05")}
+# en->de: label smoothing 0.2 gave 39.8 against 0.1's 39.2, where more dropout did not pay (0.15: 38.9).
+PAIR_RECIPES = {
+    ("de", "en"): replace(PARALLEL_TEXT_RECIPE, config_overrides=PARALLEL_TEXT_MODEL + ",dropout=0.05"),
+    ("en", "de"): replace(PARALLEL_TEXT_RECIPE, label_smoothing=0.2),
+}
 
 SPLIT_NAMES = {"train": ("train",), "validation": ("val", "valid", "validation", "dev")}
 
@@ -209,7 +214,7 @@ def run_quickstart(
                 warmup_steps=recipe.warmup_steps,
                 adam_beta2=0.98,
                 adam_epsilon=1e-9,
-                label_smoothing_factor=0.1,
+                label_smoothing_factor=recipe.label_smoothing,
                 # Only the checkpoints to average are kept, without optimizer states: they are read once, at the end
                 save_strategy="steps" if recipe.average_last > 1 else "no",
                 save_steps=recipe.save_steps,
