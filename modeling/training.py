@@ -184,7 +184,7 @@ def keep_freed_memory_for_reuse() -> None:
     By default glibc serves every block over a threshold (which it raises only up to 32 MiB) with its own mmap and
     unmaps it when freed, so each training step on the CPU maps its activations afresh and the kernel zeroes every
     page again: on 2 cores that was about 15% of a step of the quick start's model (2.6 million page faults per 100
-    steps, 130 thousand with this). Only the process's own allocator is changed; no-op outside glibc."""
+    steps, 150 thousand with this). Only the process's own allocator is changed; no-op outside glibc."""
     if platform.libc_ver()[0] != "glibc":
         return
     libc = ctypes.CDLL("libc.so.6")
