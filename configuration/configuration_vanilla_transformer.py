@@ -41,7 +41,8 @@ class VanillaTransformerConfig(PreTrainedConfig):
         layer_norm_eps: Epsilon of every LayerNorm.
         share_encoder_decoder_embeddings: One embedding matrix for source and target tokens (a joint vocabulary).
         tie_word_embeddings: The pre-softmax projection reuses the target embedding matrix (section 3.4). With
-            shared source/target embeddings this is the paper's three-way tying.
+            shared source/target embeddings this is the paper's three-way tying; `False` gives the pre-softmax
+            projection its own matrix and leaves the source/target sharing as it is (as in Marian and BART).
         lm_head_bias: Give the pre-softmax projection a bias (as `nn.Linear` in the PyTorch tutorial does).
         label_smoothing: epsilon_ls of the training loss (0.1 in the paper, section 5.4).
         init_std: Standard deviation of the token embeddings at initialization; defaults to d_model ** -0.5, so that
@@ -95,6 +96,13 @@ class VanillaTransformerConfig(PreTrainedConfig):
         super().__post_init__(**kwargs)
         self.check()
 
+    def __setattr__(self, name, value):
+        super().__setattr__(name, value)
+        # One shared vocabulary has one size: a `vocab_size` set on a built config (by hand, or by a model's
+        # `resize_token_embeddings`) is the target side's too, so that `decoder_vocab_size` never goes stale
+        if name == "vocab_size" and getattr(self, "share_encoder_decoder_embeddings", False):
+            super().__setattr__("decoder_vocab_size", value)
+
     def check(self):
         """Refuses invalid values and combinations with a ValueError naming the fields and the fix. Run when the
         config is built, and again by the models when they are built and saved: a field set afterwards is checked
@@ -147,12 +155,6 @@ class VanillaTransformerConfig(PreTrainedConfig):
                 f"Shared source/target embeddings need one vocabulary, but `decoder_vocab_size` "
                 f"({self.decoder_vocab_size}) != `vocab_size` ({self.vocab_size}). Set "
                 "share_encoder_decoder_embeddings=False for separate vocabularies, or make the sizes equal."
-            )
-        if self.share_encoder_decoder_embeddings and not self.tie_word_embeddings:
-            raise ValueError(
-                "share_encoder_decoder_embeddings=True needs tie_word_embeddings=True: transformers ties shared weights "
-                "only when `tie_word_embeddings` is set. Use tie_word_embeddings=True (the paper's three-way tying), "
-                "or share_encoder_decoder_embeddings=False for separate source and target embeddings."
             )
         source_ids = {"pad_token_id": self.pad_token_id}
         target_ids = {

@@ -429,6 +429,54 @@ class VanillaTransformerPreTrainedModel(PreTrainedModel):
         config.check()  # fields may have been set since the config was built
         super().__init__(config, *args, **kwargs)
 
+    def get_expanded_tied_weights_keys(self, all_submodels: bool = False) -> dict:
+        """The weights to tie. transformers ties none when `tie_word_embeddings` is False; here that flag unties the
+        pre-softmax projection alone, and the source and target embeddings stay one matrix as long as
+        `share_encoder_decoder_embeddings` says so (the two flags are independent, as in Marian and BART)."""
+        if all_submodels:
+            return super().get_expanded_tied_weights_keys(all_submodels=True)  # calls this on every submodel
+        tied = dict(self._tied_weights_keys or {})
+        if not self.config.tie_word_embeddings:
+            tied.pop("lm_head.weight", None)
+        return tied
+
+    def _resize_token_embeddings(self, new_num_tokens, pad_to_multiple_of=None, mean_resizing=True) -> nn.Embedding:
+        """What `resize_token_embeddings` does (after `tokenizer.add_tokens`). One shared vocabulary: the shared
+        embedding and the pre-softmax projection (tied or not) follow, and both vocabulary sizes (the config keeps
+        them equal). Separate vocabularies: the source side alone; the target side is
+        `resize_decoder_token_embeddings`."""
+        if self.config.share_encoder_decoder_embeddings:
+            return super()._resize_token_embeddings(new_num_tokens, pad_to_multiple_of, mean_resizing)
+        embeddings = self._get_resized_embeddings(
+            self.get_input_embeddings(), new_num_tokens, pad_to_multiple_of, mean_resizing
+        )
+        self.set_input_embeddings(embeddings)
+        return embeddings
+
+    def resize_decoder_token_embeddings(
+        self, new_num_tokens: int, pad_to_multiple_of: int | None = None, mean_resizing: bool = True
+    ) -> nn.Embedding:
+        """Separate vocabularies: resizes the target embedding and the pre-softmax projection (and its bias) to
+        `new_num_tokens` target tokens, and `decoder_vocab_size` with them."""
+        if self.config.share_encoder_decoder_embeddings:
+            raise ValueError(
+                "Source and target share one vocabulary (share_encoder_decoder_embeddings=True): resize it with "
+                "`resize_token_embeddings`, which resizes both sides and the pre-softmax projection."
+            )
+        decoder = self.base_model.decoder
+        embeddings = self._get_resized_embeddings(
+            decoder.embeddings.embed_tokens, new_num_tokens, pad_to_multiple_of, mean_resizing
+        )
+        decoder.embeddings.embed_tokens = embeddings
+        if (lm_head := self.get_output_embeddings()) is not None:
+            # Resized even when tied: its bias (lm_head_bias) is its own; tie_weights below then shares the weight
+            self.set_output_embeddings(
+                self._get_resized_lm_head(lm_head, embeddings.num_embeddings, mean_resizing=mean_resizing)
+            )
+        self.config.decoder_vocab_size = embeddings.num_embeddings
+        self.tie_weights()
+        return embeddings
+
     def save_pretrained(self, save_directory, *args, **kwargs):
         self.config.check()  # a config changed after the model was built must not write a checkpoint that won't load
         # transformers records only the saved class in `auto_map`; both model classes should load any saved model
@@ -500,8 +548,9 @@ class VanillaTransformerDecoder(VanillaTransformerPreTrainedModel):
         if use_cache and cache is None:
             cache = EncoderDecoderCache(DynamicCache(config=self.config), DynamicCache(config=self.config))
         past_length = cache.get_seq_length() if cache is not None else 0
-        if cache is not None and cache.get_max_length() > 0:  # a static cache, sized by generate() beforehand
-            self.embeddings.check_fits(cache.get_max_length())
+        # A static cache is sized by generate() beforehand (layer 0 asked: a fresh dynamic cache has no layers yet)
+        if cache is not None and cache.get_max_length(0) > 0:
+            self.embeddings.check_fits(cache.get_max_length(0))
         hidden_states = self.embeddings(input_ids, inputs_embeds, past_length)  # (batch, target_seq, d_model)
 
         # Built once for all layers. The mask of the future (section 3.2.3): position t sees positions <= t only.

@@ -72,8 +72,7 @@ def from_torch_transformer(
         normalize_before=first.norm_first,
         add_final_layer_norm=final_norms[0] is not None,
         layer_norm_eps=first.norm1.eps,
-        # One shared matrix needs the output tied too (see the config); otherwise equal copies do the same job
-        share_encoder_decoder_embeddings=src_table is tgt_table and tied_output,
+        share_encoder_decoder_embeddings=src_table is tgt_table,
         tie_word_embeddings=tied_output,
         lm_head_bias=generator.bias is not None,
         pad_token_id=pad_token_id,

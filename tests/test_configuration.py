@@ -57,7 +57,6 @@ def test_pre_ln_gets_a_final_layer_norm_by_default_and_round_trips(tmp_path):
             r"`decoder_start_token_id` \(70\) is outside the vocabulary: it must be in \[0, 50\) since `decoder_vocab_size` is 50",
         ),
         ({"vocab_size": 100, "decoder_vocab_size": 50}, "Shared source/target embeddings need one vocabulary"),
-        ({"tie_word_embeddings": False}, "share_encoder_decoder_embeddings=True needs tie_word_embeddings=True"),
         ({"decoder_start_token_id": None}, "`decoder_start_token_id` must be set"),
         ({"pad_token_id": None}, "`pad_token_id` must be set"),
     ],
@@ -73,3 +72,12 @@ def test_a_tampered_config_file_does_not_load(tmp_path):
     path.write_text(path.read_text().replace('"d_model": 512', '"d_model": 500'))
     with pytest.raises(ValueError, match="must be divisible"):
         AutoConfig.from_pretrained(tmp_path)
+
+
+def test_one_shared_vocabulary_has_one_size_whatever_sets_it():
+    config = VanillaTransformerConfig(vocab_size=100)
+    config.vocab_size = 120  # as resize_token_embeddings, or a user, does after tokenizer.add_tokens
+    assert config.decoder_vocab_size == 120
+    separate = VanillaTransformerConfig(vocab_size=100, decoder_vocab_size=50, share_encoder_decoder_embeddings=False)
+    separate.vocab_size = 120
+    assert separate.decoder_vocab_size == 50

@@ -80,6 +80,7 @@ CT2_VARIANTS = {
     "learned positions": dict(position_embedding_type="learned"),
     "separate vocabularies": dict(share_encoder_decoder_embeddings=False, tie_word_embeddings=False, decoder_vocab_size=30),
     "lm_head bias": dict(lm_head_bias=True),
+    "shared embeddings, untied output": dict(tie_word_embeddings=False),
     "gelu": dict(activation_function="gelu"),
     "unscaled embeddings": dict(scale_embedding=False),
 }
@@ -112,6 +113,22 @@ def test_ctranslate2_scores_every_config_variant_as_pytorch_does(tokenizer, tmp_
     # CTranslate2 scores the target's tokens and then </s>: the first five are ours
     got = torch.tensor([result.log_probs[:5] for result in results])
     torch.testing.assert_close(got, want, atol=1e-4, rtol=1e-4)
+
+
+def test_onnx_exports_a_shared_vocabulary_with_an_untied_output_projection(tokenizer, tmp_path):
+    model = tiny_model(vocab_size=len(tokenizer), tie_word_embeddings=False)
+    with torch.no_grad():
+        model.lm_head.weight.normal_(0, 0.5)  # unlike the embedding, so that exporting the wrong matrix shows
+    model.generation_config.max_length = 12
+    model.save_pretrained(tmp_path / "model")
+    tokenizer.save_pretrained(tmp_path / "model")
+    export_model(str(tmp_path / "model"), "onnx", tmp_path / "onnx")
+    torch_engine, _ = load_engine(str(tmp_path / "model"))
+    onnx_engine, _ = load_engine(str(tmp_path / "onnx"))
+    sources = ["Ein Mädchen klettert.", "Zwei junge Männer spielen draußen.", "Hunde laufen."]
+    for num_beams in (1, 3):
+        want = list(translate(torch_engine, tokenizer, sources, num_beams=num_beams))
+        assert list(translate(onnx_engine, tokenizer, sources, num_beams=num_beams)) == want
 
 
 def test_configs_ctranslate2_cannot_run_are_refused_by_name(tokenizer, tmp_path):
@@ -204,16 +221,24 @@ def test_the_cli_stops_at_invalid_utf8_naming_the_line_after_the_lines_before(re
     ]
 
 
-@pytest.mark.parametrize("overrides", [{}, dict(lm_head_bias=True, activation_function="gelu")], ids=["paper", "bias, gelu"])
+MARIAN_VARIANTS = {
+    "paper": {},
+    "bias, gelu": dict(lm_head_bias=True, activation_function="gelu"),
+    "shared embeddings, untied output": dict(tie_word_embeddings=False),
+    "separate vocabularies": dict(share_encoder_decoder_embeddings=False, decoder_vocab_size=30),
+}
+
+
+@pytest.mark.parametrize("overrides", MARIAN_VARIANTS.values(), ids=MARIAN_VARIANTS.keys())
 def test_marian_holding_our_weights_computes_our_logits(overrides):
     model = tiny_model(**overrides)
     with torch.no_grad():
         for name, parameter in model.named_parameters():
-            if "layer_norm" in name or name.endswith("bias"):
+            if "layer_norm" in name or name.endswith("bias") or name == "lm_head.weight":
                 parameter.normal_(0, 0.5)
     marian = to_marian(model)
     input_ids, attention_mask = padded_batch([7, 4, 2], vocab_size=40)
-    decoder_input_ids = padded_batch([5, 5, 5], vocab_size=40, seed=1)[0]
+    decoder_input_ids = padded_batch([5, 5, 5], vocab_size=model.config.decoder_vocab_size, seed=1)[0]
     inputs = dict(input_ids=input_ids, attention_mask=attention_mask, decoder_input_ids=decoder_input_ids)
     with torch.no_grad():
         want, got = model(**inputs).logits, marian(**inputs).logits
