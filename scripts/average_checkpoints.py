@@ -8,10 +8,9 @@ for base models, 20 for big ones). The tokenizer of the newest checkpoint is sav
 import argparse
 from pathlib import Path
 
-from transformers import AutoTokenizer
-
 import vanilla_transformer  # noqa: F401  (registers the model with the Auto classes)
-from vanilla_transformer.checkpoint_averaging import average_checkpoints, last_checkpoints
+from transformers import AutoTokenizer
+from vanilla_transformer.training.checkpoint_averaging import average_checkpoints, last_checkpoints
 
 
 def main():

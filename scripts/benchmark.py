@@ -12,8 +12,7 @@ import json
 import tempfile
 
 import torch
-
-from vanilla_transformer.benchmarking import (
+from vanilla_transformer.analysis.benchmarking import (
     MODELS,
     SIZES,
     benchmark,

@@ -7,11 +7,10 @@ and head, labelled with the tokens, plus the head-averaged cross-attention (the 
 
 import argparse
 
-from transformers import AutoModelForSeq2SeqLM, AutoTokenizer
-
 import vanilla_transformer  # noqa: F401  (registers the model with the Auto classes)
-from vanilla_transformer.attention_maps import attention_maps
-from vanilla_transformer.plotting import plot_attention_maps
+from transformers import AutoModelForSeq2SeqLM, AutoTokenizer
+from vanilla_transformer.analysis.attention_maps import attention_maps
+from vanilla_transformer.analysis.plotting import plot_attention_maps
 
 
 def main():

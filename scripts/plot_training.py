@@ -6,7 +6,7 @@ directory or a checkpoint) or the Accelerate loop's loss_history.json.
 
 import argparse
 
-from vanilla_transformer.plotting import plot_training_curves
+from vanilla_transformer.analysis.plotting import plot_training_curves
 
 
 def main():

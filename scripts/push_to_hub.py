@@ -7,7 +7,7 @@ comes from HF_TOKEN or `hf auth login`. Nothing is uploaded unless the directory
 import argparse
 
 import vanilla_transformer  # noqa: F401  (registers the model with the Auto classes)
-from vanilla_transformer.hub import push_model_directory
+from vanilla_transformer.training.hub import push_model_directory
 
 
 def main():

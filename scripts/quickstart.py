@@ -7,7 +7,7 @@ translate held-out sentences. The last line printed is the exact-match score.
 
 import argparse
 
-from vanilla_transformer.quickstart import run_quickstart
+from vanilla_transformer.recipes.quickstart import run_quickstart
 from vanilla_transformer.training import use_cpu_when_no_accelerator
 
 

@@ -9,9 +9,8 @@
 
 import sys
 
-from transformers import HfArgumentParser, Seq2SeqTrainingArguments
-
 import vanilla_transformer  # noqa: F401  (registers the model with the Auto classes)
+from transformers import HfArgumentParser, Seq2SeqTrainingArguments
 from vanilla_transformer.training import (
     DataTrainingArguments,
     ModelArguments,

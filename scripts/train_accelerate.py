@@ -7,11 +7,10 @@ who want their own loop: gradient accumulation, --mixed_precision, checkpoints w
     torchrun --nproc_per_node 2 scripts/train_accelerate.py ...      # two CPU processes on a machine without GPU
 """
 
-from transformers import HfArgumentParser
-
 import vanilla_transformer  # noqa: F401  (registers the model with the Auto classes)
-from vanilla_transformer.accelerate_training import LoopArguments, train_with_accelerate
+from transformers import HfArgumentParser
 from vanilla_transformer.training import DataTrainingArguments, ModelArguments
+from vanilla_transformer.training.accelerate_loop import LoopArguments, train_with_accelerate
 
 
 def main():

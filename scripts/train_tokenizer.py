@@ -5,8 +5,8 @@
 
 import argparse
 
-from vanilla_transformer.tokenization import train_bpe_tokenizer
-from vanilla_transformer.translation_data import read_lines
+from vanilla_transformer.data.tokenization import train_bpe_tokenizer
+from vanilla_transformer.data.translation_data import read_lines
 
 
 def main():

@@ -16,12 +16,10 @@ import logging
 import sys
 
 import torch
+import vanilla_transformer  # noqa: F401  (registers the model with the Auto classes)
 from tqdm.auto import tqdm
 from transformers.utils import logging as transformers_logging
-
-import vanilla_transformer  # noqa: F401  (registers the model with the Auto classes)
-from vanilla_transformer.inference import translate
-from vanilla_transformer.serving import ENGINES, load_engine
+from vanilla_transformer.serving import ENGINES, load_engine, translate
 
 DTYPES = {"float32": torch.float32, "float16": torch.float16, "bfloat16": torch.bfloat16}
 

@@ -9,11 +9,9 @@ if workers := os.environ.get("PYTEST_XDIST_WORKER_COUNT"):
 
 import pytest
 import torch
-
 from transformers import AutoModelForSeq2SeqLM, AutoTokenizer
-
 from vanilla_transformer import VanillaTransformerConfig
-from vanilla_transformer.tokenization import train_bpe_tokenizer
+from vanilla_transformer.data.tokenization import train_bpe_tokenizer
 
 PAD = 0
 

@@ -16,7 +16,6 @@ import torch
 import torch.distributed as dist
 from torch.distributed.checkpoint.state_dict import StateDictOptions, get_model_state_dict
 from torch.distributed.fsdp import fully_shard
-
 from vanilla_transformer import VanillaTransformerConfig, VanillaTransformerForConditionalGeneration
 
 STEPS, HALVES, PAIRS_PER_HALF, VOCABULARY, PAD = 8, 2, 4, 40, 0

@@ -6,8 +6,7 @@ from pathlib import Path
 
 import torch
 from transformers import AutoModelForSeq2SeqLM, AutoTokenizer
-
-from vanilla_transformer.tokenization import train_bpe_tokenizer
+from vanilla_transformer.data.tokenization import train_bpe_tokenizer
 
 from .conftest import tiny_config
 

@@ -7,9 +7,8 @@ from pathlib import Path
 
 import torch
 from PIL import Image
-
-from vanilla_transformer.attention_maps import attention_maps
-from vanilla_transformer.plotting import head_grid
+from vanilla_transformer.analysis.attention_maps import attention_maps
+from vanilla_transformer.analysis.plotting import head_grid
 
 from .conftest import tiny_model
 

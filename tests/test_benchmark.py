@@ -8,8 +8,7 @@ import sys
 from pathlib import Path
 
 import torch
-
-from vanilla_transformer.benchmarking import Batch, build, training_flops, translation_batch
+from vanilla_transformer.analysis.benchmarking import Batch, build, training_flops, translation_batch
 
 SCRIPTS = Path(__file__).resolve().parents[1] / "scripts"
 

@@ -1,7 +1,6 @@
 import pytest
 import torch
 from transformers import AutoConfig
-
 from vanilla_transformer import VanillaTransformerConfig, VanillaTransformerForConditionalGeneration
 
 

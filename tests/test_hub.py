@@ -12,7 +12,6 @@ from pathlib import Path
 import pytest
 import torch
 from transformers import AutoModelForSeq2SeqLM, AutoTokenizer, Seq2SeqTrainingArguments
-
 from vanilla_transformer.training import DataTrainingArguments, ModelArguments, run_translation
 
 from .hub_server import HubServer

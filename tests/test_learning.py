@@ -1,8 +1,7 @@
 """The whole model learns: a tiny Transformer masters reversing sequences of symbols in a few hundred CPU steps."""
 
 import torch
-
-from vanilla_transformer.toy_tasks import exact_match, reverse_task, train_on_reverse_task
+from vanilla_transformer.data.toy_tasks import exact_match, reverse_task, train_on_reverse_task
 
 from .conftest import tiny_model
 

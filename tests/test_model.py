@@ -4,7 +4,6 @@ import math
 
 import pytest
 import torch
-
 from vanilla_transformer.modeling_vanilla_transformer import sinusoidal_position_table
 
 from .conftest import PAD, padded_batch, tiny_model

@@ -7,9 +7,8 @@ from pathlib import Path
 import pytest
 import torch
 from transformers import AutoModelForSeq2SeqLM
-
 from vanilla_transformer import VanillaTransformerConfig, VanillaTransformerForConditionalGeneration
-from vanilla_transformer.quickstart import (
+from vanilla_transformer.recipes.quickstart import (
     Recipe,
     average_last_checkpoints,
     find_test_sets,
@@ -61,7 +60,7 @@ def test_the_training_setups_are_timed_on_the_recipes_model():
 @pytest.mark.parametrize("fastest", [(False, "sdpa"), (True, "eager")])
 def test_a_recipe_trains_in_the_setup_measured_fastest(tmp_path, capsys, monkeypatch, fastest):
     timings = {(False, "sdpa"): 0.4, (False, "eager"): 0.5, (True, "sdpa"): 0.6, (True, "eager"): 0.7} | {fastest: 0.2}
-    monkeypatch.setattr("vanilla_transformer.quickstart.time_training_setups", lambda config, tokens: timings)
+    monkeypatch.setattr("vanilla_transformer.recipes.quickstart.time_training_setups", lambda config, tokens: timings)
     folder = tmp_path / "data"
     folder.mkdir()
     write_numbers_data(folder, {"train": 64, "val": 3, "test": 3})

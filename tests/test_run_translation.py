@@ -11,11 +11,10 @@ from pathlib import Path
 import pytest
 import torch
 from transformers import AutoModelForSeq2SeqLM, AutoTokenizer, Seq2SeqTrainingArguments, TrainerCallback
-
-from vanilla_transformer.accelerate_training import LoopArguments, train_with_accelerate
-from vanilla_transformer.checkpoint_averaging import average_checkpoints, last_checkpoints
-from vanilla_transformer.tokenization import train_bpe_tokenizer
+from vanilla_transformer.data.tokenization import train_bpe_tokenizer
 from vanilla_transformer.training import DataTrainingArguments, ModelArguments, run_translation
+from vanilla_transformer.training.accelerate_loop import LoopArguments, train_with_accelerate
+from vanilla_transformer.training.checkpoint_averaging import average_checkpoints, last_checkpoints
 
 from .translation_fixtures import SOURCE, TARGET, TINY_MODEL, write_numbers_data, write_tokenizer
 

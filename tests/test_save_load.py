@@ -3,7 +3,6 @@
 import pytest
 import torch
 from transformers import AutoConfig, AutoModel, AutoModelForSeq2SeqLM
-
 from vanilla_transformer import VanillaTransformerForConditionalGeneration, VanillaTransformerModel
 
 from .conftest import padded_batch, tiny_config, tiny_model

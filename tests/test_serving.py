@@ -9,11 +9,9 @@ import numpy as np
 import pytest
 import torch
 from transformers import AutoModelForSeq2SeqLM
-
-from vanilla_transformer.benchmarking import SERVING_PATHS, serving_benchmark
-from vanilla_transformer.inference import TranslationError, translate
-from vanilla_transformer.marian_conversion import to_marian
-from vanilla_transformer.serving import export_model, load_engine
+from vanilla_transformer.analysis.benchmarking import SERVING_PATHS, serving_benchmark
+from vanilla_transformer.conversion.marian import to_marian
+from vanilla_transformer.serving import TranslationError, export_model, load_engine, translate
 
 from .conftest import padded_batch, tiny_model
 from .serving_fixtures import digit_strings, train_reverser

@@ -9,19 +9,19 @@ import pytest
 import sacrebleu
 import torch
 from transformers import get_scheduler
-
 from vanilla_transformer import VanillaTransformerConfig
-from vanilla_transformer.evaluation import load_translation_metric
-from vanilla_transformer.tokenization import check_tokenizer_matches_config
-from vanilla_transformer.training import noam_peak_learning_rate
-from vanilla_transformer.translation_data import (
+from vanilla_transformer.data.tokenization import check_tokenizer_matches_config
+from vanilla_transformer.data.translation_data import (
     TokenBatchSampler,
     check_translation_dataset,
     load_parallel_text,
     load_translation_file,
 )
+from vanilla_transformer.training import noam_peak_learning_rate
+from vanilla_transformer.training.evaluation import load_translation_metric
 
 from .conftest import ENGLISH, GERMAN
+
 
 def test_tokenizer_round_trips_text_and_ends_targets_with_eos(tokenizer):
     for text in GERMAN + ENGLISH + ["Ça coûte 10€ — ½ Preis?", "  leading and  double spaces"]:

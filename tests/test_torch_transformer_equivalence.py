@@ -4,9 +4,8 @@ translation tutorial, with the same weights copied over by `from_torch_transform
 import pytest
 import torch
 from torch import nn
-
 from vanilla_transformer import from_torch_transformer
-from vanilla_transformer.reference_models import TutorialSeq2SeqTransformer
+from vanilla_transformer.conversion.pytorch_tutorial import TutorialSeq2SeqTransformer
 
 from .conftest import padded_batch
 

@@ -13,7 +13,6 @@ import unittest
 from unittest import mock
 
 from transformers.models.auto import modeling_auto
-
 from vanilla_transformer import (
     VanillaTransformerConfig,
     VanillaTransformerForConditionalGeneration,

@@ -2,8 +2,8 @@
 
 from pathlib import Path
 
-from vanilla_transformer.tokenization import train_bpe_tokenizer
-from vanilla_transformer.toy_tasks import numbers_to_words_splits
+from vanilla_transformer.data.tokenization import train_bpe_tokenizer
+from vanilla_transformer.data.toy_tasks import numbers_to_words_splits
 
 SOURCE, TARGET = "digits", "words"
 TINY_MODEL = (

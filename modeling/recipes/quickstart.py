@@ -14,16 +14,15 @@ from pathlib import Path
 import torch
 from transformers import AutoModelForSeq2SeqLM, AutoTokenizer, Seq2SeqTrainingArguments
 
-from .benchmarking import timed, training_loss, translation_batch
-from .checkpoint_averaging import average_checkpoints, last_checkpoints
-from .configuration_vanilla_transformer import VanillaTransformerConfig
-from .evaluation import load_translation_metric
-from .inference import translate
-from .modeling_vanilla_transformer import VanillaTransformerForConditionalGeneration
-from .tokenization import train_bpe_tokenizer
-from .toy_tasks import numbers_to_words_splits
-from .training import DataTrainingArguments, ModelArguments, keep_freed_memory_for_reuse, run_translation
-from .translation_data import parallel_file, read_lines
+from ..configuration_vanilla_transformer import VanillaTransformerConfig
+from ..data.tokenization import train_bpe_tokenizer
+from ..data.toy_tasks import numbers_to_words_splits
+from ..data.translation_data import parallel_file, read_lines
+from ..serving.translation import translate
+from ..training.checkpoint_averaging import average_checkpoints, last_checkpoints
+from ..training.evaluation import load_translation_metric
+from ..training.step_timing import setup_name, time_training_setups
+from ..training.trainer import DataTrainingArguments, ModelArguments, run_translation
 
 
 @dataclass
@@ -255,41 +254,6 @@ def run_quickstart(
     print(f"wall time: {(time.monotonic() - started) / 60:.1f} min, tokenizer to scores")
     print(f"exact-match on {first_test}: {results[first_test]['exact_match']:.1f}%")
     return results
-
-
-def setup_name(bf16: bool, attention: str) -> str:
-    return f"{'bf16' if bf16 else 'fp32'}+{attention}"
-
-
-def time_training_setups(config, tokens_per_batch: int, repeats: int = 3) -> dict[tuple[bool, str], float]:
-    """Seconds of a training step (forward, backward, Adam) of `config`'s model on a batch of `tokens_per_batch` source
-    tokens, by (bf16 mixed precision, attention kernel), the best of `repeats` after a warm-up. Which setup is fastest
-    depends on the machine, not only on its instruction set: on two CPUs that both have AVX512-BF16, an AMD EPYC ran
-    bf16 with eager attention 2.3x faster than fp32, and an Intel Xeon (no AMX) ran fp32 with sdpa 1.4x faster than
-    bf16 (README). A bf16 GPU is timed too; a GPU without bf16 only in fp32."""
-    device = "cuda" if torch.cuda.is_available() else "cpu"
-    if device == "cpu":
-        keep_freed_memory_for_reuse()  # time the steps as training will run them
-    bf16_choices = (False, True) if device == "cpu" or torch.cuda.is_bf16_supported() else (False,)
-    # Multi30k's sentences are about 16 tokens long, and batches group pairs of similar lengths
-    batch = translation_batch(tokens_per_batch // 16, config.vocab_size, seed=0, device=device, min_len=16, max_len=16)
-    step_seconds = {}
-    for bf16 in bf16_choices:
-        for attention in ("sdpa", "eager"):
-            model = VanillaTransformerForConditionalGeneration._from_config(config, attn_implementation=attention)
-            model.to(device).train()
-            optimizer = torch.optim.AdamW(model.parameters())
-
-            def step():
-                with torch.autocast(device, dtype=torch.bfloat16, enabled=bf16):
-                    loss = training_loss("ours", model, batch)
-                loss.backward()
-                optimizer.step()
-                optimizer.zero_grad()
-
-            step()
-            step_seconds[bf16, attention] = min(timed(step, device) for _ in range(repeats))
-    return step_seconds
 
 
 def average_last_checkpoints(run_dir: Path, count: int) -> None:

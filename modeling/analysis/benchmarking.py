@@ -22,51 +22,29 @@ import statistics
 import subprocess
 import sys
 import time
-from dataclasses import dataclass
+from pathlib import Path
 
 import torch
 import torch.nn.functional as F
-from transformers import MarianConfig, MarianMTModel
+from transformers import AutoModelForSeq2SeqLM, AutoTokenizer, MarianConfig, MarianMTModel
 
-from .configuration_vanilla_transformer import VanillaTransformerConfig
-from .modeling_vanilla_transformer import VanillaTransformerForConditionalGeneration
-from .reference_models import TutorialSeq2SeqTransformer
+from ..configuration_vanilla_transformer import VanillaTransformerConfig
+from ..conversion.marian import to_marian
+from ..conversion.pytorch_tutorial import TutorialSeq2SeqTransformer
+from ..data.translation_data import read_lines
+from ..modeling_vanilla_transformer import VanillaTransformerForConditionalGeneration
+from ..serving.engines import load_engine
+from ..serving.exports import export_model
+from ..serving.translation import translate
+from ..training.evaluation import load_translation_metric
+from ..training.step_timing import BOS, PAD, Batch, timed, translation_batch
 
-PAD, BOS, EOS = 0, 1, 2
+EOS = 2
 SIZES = {
     "tiny": dict(d_model=256, layers=3, heads=4, ffn=1024, vocab=8000),
     "base": dict(d_model=512, layers=6, heads=8, ffn=2048, vocab=16000),
 }
 MODELS = ("ours-eager", "ours-sdpa", "marian-sdpa", "tutorial")
-
-
-@dataclass
-class Batch:
-    input_ids: torch.Tensor
-    attention_mask: torch.Tensor
-    decoder_input_ids: torch.Tensor
-    labels: torch.Tensor  # -100 at padding
-
-    @property
-    def target_tokens(self) -> int:
-        return int((self.labels != -100).sum())
-
-
-def translation_batch(pairs: int, vocab: int, seed: int, device: str, min_len: int = 8, max_len: int = 40) -> Batch:
-    """Random pairs with independent source and target lengths in [min_len, max_len], right-padded."""
-    generator = torch.Generator().manual_seed(seed)
-    src_len = torch.randint(min_len, max_len + 1, (pairs,), generator=generator)
-    tgt_len = torch.randint(min_len, max_len + 1, (pairs,), generator=generator)
-    src = torch.randint(3, vocab, (pairs, int(src_len.max())), generator=generator)
-    tgt = torch.randint(3, vocab, (pairs, int(tgt_len.max()) + 1), generator=generator)
-    src_mask = torch.arange(src.shape[1])[None] < src_len[:, None]
-    tgt[:, 0] = BOS
-    tgt_mask = torch.arange(tgt.shape[1])[None] <= tgt_len[:, None]
-    tgt = tgt.masked_fill(~tgt_mask, PAD)
-    labels = tgt[:, 1:].masked_fill(~tgt_mask[:, 1:], -100)
-    return Batch(
-        src.masked_fill(~src_mask, PAD).to(device), src_mask.long().to(device), tgt[:, :-1].to(device), labels.to(device)
-    )
 
 
 def build(name: str, size: str, device: str, dtype: torch.dtype):
@@ -118,19 +96,6 @@ def generate(name: str, model, batch: Batch, num_beams: int, new_tokens: int) ->
         max_new_tokens=new_tokens, min_new_tokens=new_tokens, eos_token_id=None, forced_eos_token_id=None,
         length_penalty=1.0, early_stopping=False,
     )
-
-
-def synchronize(device: str):
-    if device.startswith("cuda"):
-        torch.cuda.synchronize()
-
-
-def timed(function, device: str) -> float:
-    synchronize(device)
-    start = time.perf_counter()
-    function()
-    synchronize(device)
-    return time.perf_counter() - start
 
 
 def measure_matmul_peak(device: str, dtype: torch.dtype, n: int = 2048, repeats: int = 10) -> float:
@@ -218,7 +183,7 @@ def peak_training_memory(name: str, size: str, device: str, dtype: torch.dtype, 
     """Peak memory of training steps above what the process held before them, measured in a fresh process so that
     the other models' allocations do not count."""
     code = (
-        "import json, sys; from vanilla_transformer.benchmarking import measure_peak_memory_here; "
+        "import json, sys; from vanilla_transformer.analysis.benchmarking import measure_peak_memory_here; "
         f"print(json.dumps(measure_peak_memory_here({name!r}, {size!r}, {device!r}, {str(dtype).removeprefix('torch.')!r}, {threads})))"
     )
     # A fixed mmap threshold makes glibc hand large freed blocks back at once, so resident memory follows the
@@ -369,16 +334,6 @@ def serving_benchmark(model_dir: str, source_file: str, reference_file: str, exp
     `MarianMTModel` holding the same weights (through `translate()`, so that the models alone differ), CTranslate2
     float32 and int8 and ONNX Runtime over our exports (through `translate()`). Figures: seconds, translated
     tokens per second, BLEU / chrF against the references, and lines identical to our `translate()`."""
-    from pathlib import Path
-
-    from transformers import AutoModelForSeq2SeqLM, AutoTokenizer
-
-    from .evaluation import load_translation_metric
-    from .inference import translate
-    from .marian_conversion import to_marian
-    from .serving import export_model, load_engine
-    from .translation_data import read_lines
-
     torch.set_num_threads(threads)
     sources, references = read_lines(source_file), read_lines(reference_file)
     tokenizer = AutoTokenizer.from_pretrained(model_dir)

@@ -1,5 +1,5 @@
 """BLEU and chrF computed by sacrebleu, as an `evaluate` metric that ships inside the package so that it loads
-offline: `evaluate.load(<path of this folder>)`, or `vanilla_transformer.evaluation.load_translation_metric()`."""
+offline: `evaluate.load(<path of this folder>)`, or `vanilla_transformer.training.evaluation.load_translation_metric()`."""
 
 import datasets
 import evaluate

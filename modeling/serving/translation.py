@@ -1,28 +1,19 @@
 """Translating text with a trained model, whatever engine runs it: sentences sorted by length into batches of a token
 budget, results in input order, and one result for every input line, whatever the line holds.
 
-The engines (`vanilla_transformer.serving`: PyTorch's `generate()`, CTranslate2, ONNX Runtime) take token ids and
+The engines (`serving.engines`: PyTorch's `generate()`, CTranslate2, ONNX Runtime) take token ids and
 return token ids; everything around them (tokenizing, truncating, batching, ordering, decoding) is done here, once,
 so that every engine sees the same inputs and its outputs read the same.
 """
 
 import logging
 from collections.abc import Callable, Iterable, Iterator
-from dataclasses import dataclass
 
 from transformers import PreTrainedTokenizerBase
 
+from .engines import DecodingOptions, as_engine
+
 logger = logging.getLogger(__name__)
-
-
-@dataclass
-class DecodingOptions:
-    """What decoding needs beyond the model, the same for every engine. `max_length` counts the decoder's start token,
-    as `GenerationConfig.max_length` does: at most `max_length - 1` tokens are generated."""
-
-    num_beams: int = 1
-    length_penalty: float = 1.0
-    max_length: int = 128
 
 
 class TranslationError(RuntimeError):
@@ -52,7 +43,7 @@ def translate(
     """Yields the translation of each sentence, in input order: one string per sentence, always.
 
     `model` is a `generate()`-capable model (a loaded `VanillaTransformerForConditionalGeneration`) or an engine of
-    `vanilla_transformer.serving`. Up to `sort_window` sentences are read ahead (None: all of them), sorted by length
+    `serving.engines`. Up to `sort_window` sentences are read ahead (None: all of them), sorted by length
     and cut into batches of at most `batch_size` sentences and `max_tokens_per_batch` source tokens, padding
     included, so that little is computed for padding; `sort_window=1` translates each sentence as soon as it is
     read (a person typing). A batch's translations equal those of its sentences translated alone (tested).
@@ -64,8 +55,6 @@ def translate(
     If reading `sentences` fails (say, invalid UTF-8 on stdin), what was read is translated and yielded first.
     `decoding` (num_beams, length_penalty, max_length, max_new_tokens) overrides the model's generation config.
     """
-    from .serving import as_engine  # the engines import this module
-
     engine = as_engine(model)
     options = engine.decoding_options(**decoding)
     limit = min(max_source_length or engine.max_source_length, engine.max_source_length)

@@ -11,7 +11,7 @@ permuting the d_model side of every weight gives a Marian model with exactly our
 import torch
 from transformers import MarianConfig, MarianMTModel
 
-from .modeling_vanilla_transformer import VanillaTransformerForConditionalGeneration
+from ..modeling_vanilla_transformer import VanillaTransformerForConditionalGeneration
 
 
 def marian_permutation(d_model: int) -> torch.Tensor:

@@ -1,14 +1,9 @@
-"""Serving a trained model: export to the engines people deploy with, and one interface to translate with any of them.
+"""Exports of a trained model to the engines people deploy with, each a folder that translates on its own.
 
-- `export_model(model_dir, "ctranslate2" | "onnx", output_dir)` writes a folder that translates on its own: the
-  engine's files, the tokenizer, the generation settings and `export.json` (the format and the model's config).
-  CTranslate2 gets the model through its own converter (`TransformersConverter`, with the loader registered below);
-  ONNX gets three graphs exported by `torch.onnx` from the model's own code (see `export_onnx`).
-- `load_engine(path, engine="auto")` returns an engine and the tokenizer for `inference.translate`: PyTorch's
-  `generate()` on a saved model, a CTranslate2 `Translator`, or `generate()` over ONNX Runtime sessions.
-
-An engine turns batches of source token ids into target token ids (`translate_ids`) with `DecodingOptions`; all the
-rest of translation (tokenizing, batching, order, decoding) is `inference.translate`, the same for every engine.
+`export_model(model_dir, "ctranslate2" | "onnx", output_dir)` writes the engine's files, the tokenizer, the generation
+settings and `export.json` (the format and the model's config); `serving.engines.load_engine` then serves the folder.
+CTranslate2 gets the model through its own converter (`TransformersConverter`, with the loader registered below);
+ONNX gets graphs exported by `torch.onnx` from the model's own code (see `export_onnx`).
 """
 
 import contextlib
@@ -16,150 +11,19 @@ import json
 import logging
 import tempfile
 import warnings
-from dataclasses import dataclass
 from pathlib import Path
 
 import torch
 from torch import nn
-from transformers import AutoModelForSeq2SeqLM, AutoTokenizer, GenerationConfig, PreTrainedModel
+from transformers import AutoModelForSeq2SeqLM, AutoTokenizer
 from transformers.cache_utils import DynamicCache, EncoderDecoderCache
-from transformers.generation import GenerationMixin
-from transformers.modeling_outputs import BaseModelOutput, Seq2SeqLMOutput
 
-from .configuration_vanilla_transformer import VanillaTransformerConfig
-from .inference import DecodingOptions
-from .modeling_vanilla_transformer import PackedTokens, VanillaTransformerForConditionalGeneration
+from ..configuration_vanilla_transformer import VanillaTransformerConfig
+from ..modeling_vanilla_transformer import PackedTokens, VanillaTransformerForConditionalGeneration
+from .engines import EXPORT_INFO
 
 EXPORT_FORMATS = ("ctranslate2", "onnx")
-ENGINES = ("auto", "torch", "ctranslate2", "onnxruntime")
-EXPORT_INFO = "export.json"  # what an exported folder is: its format and the model's config
 CTRANSLATE2_QUANTIZATIONS = ("float32", "int8", "int8_float32", "int8_float16", "float16", "bfloat16")
-
-
-class GenerateEngine:
-    """Translates with `generate()` of a seq2seq model: a `VanillaTransformerForConditionalGeneration`, or the ONNX
-    Runtime model below. Beam search and greedy decoding are then exactly the library's."""
-
-    def __init__(self, model):
-        self.model = model
-        self.max_source_length = model.config.max_position_embeddings
-
-    def decoding_options(self, **overrides) -> DecodingOptions:
-        return decoding_options(self.model.generation_config, **overrides)
-
-    def translate_ids(self, sources: list[list[int]], options: DecodingOptions) -> list[list[int]]:
-        input_ids, attention_mask = pad_right(sources, self.model.config.pad_token_id)
-        with torch.inference_mode():
-            outputs = self.model.generate(
-                input_ids=input_ids.to(self.model.device),
-                attention_mask=attention_mask.to(self.model.device),
-                num_beams=options.num_beams,
-                length_penalty=options.length_penalty,
-                max_length=options.max_length,
-            )
-        return outputs[:, 1:].tolist()  # without the decoder's start token; padding is a special, dropped at decoding
-
-
-class CTranslate2Engine:
-    """Translates with a CTranslate2 `Translator` over a folder written by `export_model(..., "ctranslate2", ...)`."""
-
-    def __init__(self, path: str | Path, tokenizer, device: str = "cpu", threads: int | None = None):
-        import ctranslate2
-
-        info = read_export_info(path)
-        self.translator = ctranslate2.Translator(
-            str(path), device=device, intra_threads=threads or torch.get_num_threads(), inter_threads=1
-        )
-        self.tokenizer = tokenizer
-        self.max_source_length = info["config"]["max_position_embeddings"]
-        self.generation_config = GenerationConfig.from_pretrained(path)
-
-    def decoding_options(self, **overrides) -> DecodingOptions:
-        return decoding_options(self.generation_config, **overrides)
-
-    def translate_ids(self, sources: list[list[int]], options: DecodingOptions) -> list[list[int]]:
-        results = self.translator.translate_batch(
-            [self.tokenizer.convert_ids_to_tokens(ids) for ids in sources],
-            beam_size=options.num_beams,
-            length_penalty=options.length_penalty,
-            # CTranslate2 counts the generated tokens with the end of sentence, generate() the start token too
-            max_decoding_length=options.max_length - 1,
-            max_batch_size=len(sources),
-        )
-        return [self.tokenizer.convert_tokens_to_ids(result.hypotheses[0]) for result in results]
-
-
-def decoding_options(generation_config: GenerationConfig, **overrides) -> DecodingOptions:
-    """The model's generation settings, with `num_beams`, `length_penalty`, `max_length` or `max_new_tokens` given
-    by the caller taking precedence (None leaves a setting as it is)."""
-    unknown = set(overrides) - {"num_beams", "length_penalty", "max_length", "max_new_tokens"}
-    if unknown:
-        raise TypeError(f"Unknown decoding options {sorted(unknown)}: use num_beams, length_penalty, max_length or max_new_tokens.")
-    given = {name: value for name, value in overrides.items() if value is not None}
-    if "max_new_tokens" in given:
-        given["max_length"] = given.pop("max_new_tokens") + 1
-    defaults = DecodingOptions()
-    return DecodingOptions(
-        num_beams=given.get("num_beams", generation_config.num_beams or defaults.num_beams),
-        length_penalty=given.get("length_penalty", generation_config.length_penalty or defaults.length_penalty),
-        max_length=given.get("max_length", generation_config.max_length or defaults.max_length),
-    )
-
-
-def pad_right(sources: list[list[int]], pad_token_id: int) -> tuple[torch.Tensor, torch.Tensor]:
-    longest = max(len(ids) for ids in sources)
-    input_ids = torch.full((len(sources), longest), pad_token_id, dtype=torch.long)
-    attention_mask = torch.zeros((len(sources), longest), dtype=torch.long)
-    for row, ids in enumerate(sources):
-        input_ids[row, : len(ids)] = torch.tensor(ids)
-        attention_mask[row, : len(ids)] = 1
-    return input_ids, attention_mask
-
-
-def as_engine(model):
-    """`model` if it is an engine already, else an engine over a model that `generate()`s."""
-    return model if hasattr(model, "translate_ids") else GenerateEngine(model)
-
-
-def read_export_info(path: str | Path) -> dict:
-    info = Path(path) / EXPORT_INFO
-    if not info.is_file():
-        raise FileNotFoundError(
-            f"{path} is not an exported model: it has no {EXPORT_INFO}. Export a saved model first with "
-            f"`python scripts/export.py --model MODEL --format ctranslate2|onnx --output_dir {path}`."
-        )
-    return json.loads(info.read_text())
-
-
-def detect_engine(path: str | Path) -> str:
-    """The engine for a model folder: the export's format for an exported folder, else PyTorch."""
-    if (Path(path) / EXPORT_INFO).is_file():
-        return {"ctranslate2": "ctranslate2", "onnx": "onnxruntime"}[read_export_info(path)["format"]]
-    return "torch"
-
-
-def load_engine(path: str, engine: str = "auto", device: str = "cpu", dtype: torch.dtype = torch.float32,
-                revision: str | None = None, threads: int | None = None):
-    """(engine, tokenizer) for a saved model (a folder or a Hub id) or an exported folder; `engine="auto"` picks the
-    one the folder was made for."""
-    if engine not in ENGINES:
-        raise ValueError(f"Unknown engine {engine!r}; choose one of {', '.join(ENGINES)}.")
-    found = detect_engine(path) if Path(path).is_dir() else "torch"
-    if engine == "auto":
-        engine = found
-    elif engine != found:
-        raise ValueError(
-            f"{path} holds a model for the {found} engine, not for {engine}. Use --engine {found} (or auto), or "
-            f"export the saved model with `scripts/export.py --format "
-            f"{'onnx' if engine == 'onnxruntime' else engine}`."
-        )
-    tokenizer = AutoTokenizer.from_pretrained(path, revision=revision)
-    if engine == "ctranslate2":
-        return CTranslate2Engine(path, tokenizer, device=device.split(":")[0], threads=threads), tokenizer
-    if engine == "onnxruntime":
-        return GenerateEngine(OnnxRuntimeSeq2SeqLM(path, threads=threads)), tokenizer
-    model = AutoModelForSeq2SeqLM.from_pretrained(path, revision=revision, dtype=dtype).to(device).eval()
-    return GenerateEngine(model), tokenizer
 
 
 def export_model(model_dir: str, format: str, output_dir: str, quantization: str | None = None,
@@ -310,9 +174,6 @@ except ImportError:  # CTranslate2 is the optional [serving] extra
     pass
 
 
-ONNX_GRAPHS = ("encoder.onnx", "decoder_step.onnx")
-
-
 class EncoderGraph(nn.Module):
     """The encoder, and the keys and values that every decoder layer's cross-attention takes from its output:
     computed once per sentence, as `EncoderDecoderCache` holds them in PyTorch."""
@@ -417,69 +278,3 @@ def _quiet(logger_name: str):
         logger.setLevel(level)
 
 
-@dataclass
-class EncoderKeysValues(BaseModelOutput):
-    """The encoder graph's output as `generate()` carries it: a batch-first tensor, expanded for beams like any."""
-
-    cross_keys_values: torch.Tensor | None = None
-
-
-class OnnxRuntimeEncoder(nn.Module):
-    def __init__(self, session):
-        super().__init__()
-        self.session = session
-
-    def forward(self, input_ids: torch.Tensor, attention_mask: torch.Tensor, **kwargs) -> EncoderKeysValues:
-        inputs = {"input_ids": input_ids.numpy(), "attention_mask": attention_mask.numpy()}
-        return EncoderKeysValues(cross_keys_values=torch.from_numpy(self.session.run(None, inputs)[0]))
-
-
-class OnnxRuntimeSeq2SeqLM(PreTrainedModel, GenerationMixin):
-    """The model of an exported ONNX folder as `generate()` sees it: the encoder graph behind `get_encoder()`, a
-    decoding step behind `forward`, the decoder's keys/values in the library's `EncoderDecoderCache` (reordered for
-    beam search by the library), so that greedy and beam search are transformers' own."""
-
-    config_class = VanillaTransformerConfig
-    main_input_name = "input_ids"
-
-    def __init__(self, path: str | Path, threads: int | None = None):
-        import onnxruntime
-
-        info = read_export_info(path)
-        super().__init__(VanillaTransformerConfig.from_dict(info["config"]))
-        self.generation_config = GenerationConfig.from_pretrained(path)
-        options = onnxruntime.SessionOptions()
-        options.intra_op_num_threads = threads or torch.get_num_threads()
-        options.inter_op_num_threads = 1
-        self.sessions = {
-            name: onnxruntime.InferenceSession(str(Path(path) / name), options, providers=["CPUExecutionProvider"])
-            for name in ONNX_GRAPHS
-        }
-        self.post_init()
-
-    @property
-    def device(self) -> torch.device:
-        return torch.device("cpu")
-
-    def get_encoder(self, modality=None):
-        return OnnxRuntimeEncoder(self.sessions["encoder.onnx"])
-
-    def forward(self, decoder_input_ids, attention_mask, encoder_outputs: EncoderKeysValues, cache=None, **kwargs):
-        cross = encoder_outputs.cross_keys_values
-        batch, layers2, heads, _, head_dim = cross.shape
-        self_cache = cache.self_attention_cache
-        if self_cache.get_seq_length() > 0:
-            past = torch.stack([state for layer in self_cache.layers for state in (layer.keys, layer.values)], dim=1)
-        else:
-            past = cross.new_zeros(batch, layers2, heads, 0, head_dim)
-        logits, new = self.sessions["decoder_step.onnx"].run(None, {
-            "decoder_input_ids": decoder_input_ids.numpy(), "encoder_attention_mask": attention_mask.numpy(),
-            "cross_keys_values": cross.numpy(), "past_keys_values": past.numpy(),
-        })
-        new = torch.from_numpy(new)
-        for i in range(layers2 // 2):
-            self_cache.update(new[:, 2 * i], new[:, 2 * i + 1], i)
-        return Seq2SeqLMOutput(logits=torch.from_numpy(logits)[:, None], cache=cache)
-
-    # The same cache layout as the PyTorch model's, reordered the same way for beam search
-    _reorder_cache = VanillaTransformerForConditionalGeneration._reorder_cache

@@ -29,12 +29,13 @@ from transformers import (
 )
 from transformers.trainer_utils import get_last_checkpoint
 
+from ..configuration_vanilla_transformer import VanillaTransformerConfig
+from ..data.tokenization import check_tokenizer_matches_config
+from ..data.translation_data import TokenBatchSampler, check_translation_dataset, load_translation_file
 from .checkpoint_integrity import TRAINER_CHECKPOINT, TRAINER_STATE_FILES, last_complete_checkpoint, require_complete
-from .configuration_vanilla_transformer import VanillaTransformerConfig
 from .evaluation import TranslationMetrics, decode_for_metrics
 from .hub import model_card, read_metrics
-from .tokenization import check_tokenizer_matches_config
-from .translation_data import TokenBatchSampler, check_translation_dataset, load_translation_file
+
 
 @dataclass
 class ModelArguments:

@@ -15,17 +15,22 @@ from torch.utils.data import DataLoader
 from tqdm.auto import tqdm
 from transformers import DataCollatorForSeq2Seq, get_scheduler
 
-from .checkpoint_integrity import ACCELERATE_CHECKPOINT, ACCELERATE_STATE_FILES, last_complete_checkpoint, require_complete
-from .training import (
+from ..data.translation_data import TokenBatchSampler
+from .checkpoint_integrity import (
+    ACCELERATE_CHECKPOINT,
+    ACCELERATE_STATE_FILES,
+    last_complete_checkpoint,
+    require_complete,
+)
+from .trainer import (
     DataTrainingArguments,
-    check_lengths_fit,
     ModelArguments,
+    check_lengths_fit,
     load_raw_splits,
     load_tokenizer_and_model,
     noam_peak_learning_rate,
     tokenize_splits,
 )
-from .translation_data import TokenBatchSampler
 
 
 @dataclass
