@@ -37,9 +37,8 @@ from ..serving.engines import load_engine
 from ..serving.exports import export_model
 from ..serving.translation import translate
 from ..training.evaluation import load_translation_metric
-from ..training.step_timing import BOS, PAD, Batch, timed, translation_batch
+from ..training.step_timing import BOS, EOS, PAD, Batch, timed, translation_batch
 
-EOS = 2
 SIZES = {
     "tiny": dict(d_model=256, layers=3, heads=4, ffn=1024, vocab=8000),
     "base": dict(d_model=512, layers=6, heads=8, ffn=2048, vocab=16000),

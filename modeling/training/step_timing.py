@@ -10,7 +10,7 @@ import torch
 from ..modeling_vanilla_transformer import VanillaTransformerForConditionalGeneration
 from .trainer import keep_freed_memory_for_reuse
 
-PAD, BOS = 0, 1  # the ids of the config's defaults
+PAD, BOS, EOS = 0, 1, 2  # the ids of the config's defaults
 
 
 @dataclass
