@@ -5,11 +5,13 @@
     python scripts/benchmark.py --size base --device cuda --dtype bf16
     python scripts/benchmark.py --size tiny --profile
     python scripts/benchmark.py --serving --model RUN --source test.de.gz --reference test.en.gz --json serving.json
+    python scripts/benchmark.py --data --corpus ../shared/data/multi30k/train --pairs 500000 4500000 --json data.json
 """
 
 import argparse
 import json
 import tempfile
+from pathlib import Path
 
 import torch
 from vanilla_transformer.analysis.benchmarking import (
@@ -22,6 +24,7 @@ from vanilla_transformer.analysis.benchmarking import (
     profile_training,
     serving_benchmark,
 )
+from vanilla_transformer.analysis.data_benchmark import data_benchmark, format_data_table
 
 DTYPES = {"fp32": torch.float32, "bf16": torch.bfloat16, "fp16": torch.float16}
 
@@ -48,7 +51,24 @@ def main():
     serving.add_argument("--source", help="source sentences, one per line (plain or .gz)")
     serving.add_argument("--reference", help="their reference translations, for BLEU / chrF")
     serving.add_argument("--export_dir", help="where the exports go, reused when present (default: a temporary folder)")
+    data = parser.add_argument_group("the data side (--data): cold and warm starts of training on a corpus of N pairs")
+    data.add_argument("--data", action="store_true", help="measure the data side instead")
+    data.add_argument("--corpus", help="a prefix of parallel text files (PREFIX.<lang>, plain or .gz), repeated or cut to N pairs")
+    data.add_argument("--langs", nargs=2, default=["de", "en"], metavar=("SOURCE", "TARGET"))
+    data.add_argument("--pairs", nargs="+", type=int, default=[500_000], help="corpus sizes to measure, in pairs")
+    data.add_argument("--processes", type=int, default=1, help="also a cold start on this many processes (torchrun)")
+    data.add_argument("--scratch_dir", help="where the corpora, caches and runs go (default: a temporary folder)")
     args = parser.parse_args()
+    if args.data:
+        if not args.corpus:
+            parser.error("--data needs --corpus")
+        with tempfile.TemporaryDirectory() as scratch:
+            summary = data_benchmark(args.corpus, tuple(args.langs), args.pairs, Path(args.scratch_dir or scratch), args.processes)
+        print(format_data_table(summary))
+        if args.json:
+            with open(args.json, "w") as handle:
+                json.dump(summary, handle, indent=2)
+        return
     if args.serving:
         if not (args.model and args.source and args.reference):
             parser.error("--serving needs --model, --source and --reference")

@@ -8,7 +8,7 @@ translate held-out sentences. The last line printed is the exact-match score.
 import argparse
 
 from vanilla_transformer.recipes.quickstart import run_quickstart
-from vanilla_transformer.training import use_cpu_when_no_accelerator
+from vanilla_transformer.training import log_progress_to_stderr, use_cpu_when_no_accelerator
 
 
 def main():
@@ -20,6 +20,7 @@ def main():
     parser.add_argument("--max_steps", type=int, help="training steps (default: the recipe's)")
     args = parser.parse_args()
     use_cpu_when_no_accelerator()
+    log_progress_to_stderr()
     run_quickstart(args.output_dir, args.data_dir, args.source_lang, args.target_lang, args.max_steps)
 
 

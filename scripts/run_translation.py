@@ -14,6 +14,7 @@ from transformers import HfArgumentParser, Seq2SeqTrainingArguments
 from vanilla_transformer.training import (
     DataTrainingArguments,
     ModelArguments,
+    log_progress_to_stderr,
     run_translation,
     use_cpu_when_no_accelerator,
 )
@@ -21,6 +22,7 @@ from vanilla_transformer.training import (
 
 def main():
     use_cpu_when_no_accelerator()
+    log_progress_to_stderr()
     parser = HfArgumentParser((ModelArguments, DataTrainingArguments, Seq2SeqTrainingArguments))
     if len(sys.argv) == 2 and sys.argv[1].endswith(".json"):
         model_args, data_args, training_args = parser.parse_json_file(json_file=sys.argv[1])

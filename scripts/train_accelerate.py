@@ -9,13 +9,14 @@ who want their own loop: gradient accumulation, --mixed_precision, checkpoints w
 
 import vanilla_transformer  # noqa: F401  (registers the model with the Auto classes)
 from transformers import HfArgumentParser
-from vanilla_transformer.training import DataTrainingArguments, ModelArguments
+from vanilla_transformer.training import DataTrainingArguments, ModelArguments, log_progress_to_stderr
 from vanilla_transformer.training.accelerate_loop import LoopArguments, train_with_accelerate
 
 
 def main():
     parser = HfArgumentParser((ModelArguments, DataTrainingArguments, LoopArguments))
     model_args, data_args, loop_args = parser.parse_args_into_dataclasses()
+    log_progress_to_stderr()
     train_with_accelerate(model_args, data_args, loop_args)
 
 

@@ -1,4 +1,12 @@
+import atexit
 import os
+import shutil
+import tempfile
+
+# The corpora that the tests' training runs tokenize are cached in a folder of this session, not in the user's cache
+if "HF_DATASETS_CACHE" not in os.environ:
+    os.environ["HF_DATASETS_CACHE"] = tempfile.mkdtemp(prefix="vanilla-transformer-tests-")
+    atexit.register(shutil.rmtree, os.environ["HF_DATASETS_CACHE"], ignore_errors=True)
 
 # Under pytest-xdist each worker gets its share of the cores (oversubscribed OpenMP threads spin against each other).
 # Set before torch is imported, so that the processes the tests start, which inherit it, compute exactly as the

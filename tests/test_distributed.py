@@ -48,11 +48,16 @@ def common_arguments(data, output_dir):
 
 
 def test_run_translation_on_two_processes(data, tmp_path):
-    stdout = torchrun(
-        "run_translation.py", *common_arguments(data, tmp_path), "--do_train", "--report_to", "none",
-        "--save_strategy", "no", "--disable_tqdm", "true",
-    ).stdout
+    result = torchrun(
+        "run_translation.py", *common_arguments(data, tmp_path / "run"), "--do_train", "--report_to", "none",
+        "--save_strategy", "no", "--disable_tqdm", "true", "--tokenized_cache_dir", tmp_path / "cache",
+    )
+    stdout = result.stdout
     assert "run_translation finished on rank 0 of 2" in stdout and "run_translation finished on rank 1 of 2" in stdout
+    # One process tokenized the corpus; the other waited for it and memory-mapped its cache
+    assert result.stderr.count("Tokenized the train data: 512 pairs") == 1, result.stderr[-3000:]
+    assert result.stderr.count("Reusing the tokenized train data (512 pairs)") == 1
+    tmp_path = tmp_path / "run"
     losses = [e["loss"] for e in json.loads((tmp_path / "trainer_state.json").read_text())["log_history"] if "loss" in e]
     assert len(losses) == 6 and losses[-1] < losses[0]
     assert AutoModelForSeq2SeqLM.from_pretrained(tmp_path).config.d_model == 32

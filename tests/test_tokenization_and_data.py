@@ -11,12 +11,7 @@ import torch
 from transformers import get_scheduler
 from vanilla_transformer import VanillaTransformerConfig
 from vanilla_transformer.data.tokenization import check_tokenizer_matches_config
-from vanilla_transformer.data.translation_data import (
-    TokenBatchSampler,
-    check_translation_dataset,
-    load_parallel_text,
-    load_translation_file,
-)
+from vanilla_transformer.data.translation_data import ParallelTextFiles, TokenBatchSampler, open_translation_file
 from vanilla_transformer.training import noam_peak_learning_rate
 from vanilla_transformer.training.evaluation import load_translation_metric
 
@@ -43,33 +38,42 @@ def test_tokenizer_specials_are_the_config_defaults(tokenizer):
         check_tokenizer_matches_config(tokenizer, VanillaTransformerConfig(vocab_size=100))
 
 
-def test_parallel_text_loads_plain_and_gzip_and_refuses_bad_files(tmp_path):
+def read_pairs(pairs, chunk_size=2):
+    chunks = list(pairs.chunks(chunk_size))
+    assert [chunk.first_line for chunk in chunks] == list(range(1, 1 + chunk_size * len(chunks), chunk_size))
+    return [(s, t) for chunk in chunks for s, t in zip(chunk.sources, chunk.targets)]
+
+
+def test_parallel_text_reads_plain_and_gzip_in_chunks_and_refuses_bad_files(tmp_path):
     (tmp_path / "train.de").write_text("\n".join(GERMAN) + "\n", encoding="utf-8")
     with gzip.open(tmp_path / "train.en.gz", "wt", encoding="utf-8") as handle:
-        handle.write("\n".join(ENGLISH) + "\n")
-    dataset = load_parallel_text(tmp_path / "train", "de", "en")
-    assert dataset["translation"] == [{"de": d, "en": e} for d, e in zip(GERMAN, ENGLISH)]
+        handle.write("\r\n".join(ENGLISH) + "\r\n")  # Windows line endings are removed whole
+    assert read_pairs(ParallelTextFiles(tmp_path / "train", "de", "en")) == list(zip(GERMAN, ENGLISH))
+    assert read_pairs(ParallelTextFiles(tmp_path / "train", "de", "en", limit=2)) == list(zip(GERMAN, ENGLISH))[:2]
 
-    (tmp_path / "short.de").write_text("\n".join(GERMAN) + "\n")
-    (tmp_path / "short.en").write_text("\n".join(ENGLISH[:2]) + "\n")
-    with pytest.raises(ValueError, match=r"short.de has 3 lines, .*short.en has 2"):
-        load_parallel_text(tmp_path / "short", "de", "en")
+    # A file that ends early is found wherever it ends, and both files' true line counts are named
+    for short in (1, 2):
+        (tmp_path / "short.de").write_text("\n".join(GERMAN) + "\n")
+        (tmp_path / "short.en").write_text("\n".join(ENGLISH[:short]) + "\n")
+        with pytest.raises(ValueError, match=rf"short.de has 3 lines, .*short.en has {short}\. Line N of one"):
+            read_pairs(ParallelTextFiles(tmp_path / "short", "de", "en"))
     with pytest.raises(FileNotFoundError, match=r"No 'fr' side for .*train: neither .*train.fr nor .*train.fr.gz exists"):
-        load_parallel_text(tmp_path / "train", "de", "fr")
+        ParallelTextFiles(tmp_path / "train", "de", "fr")
 
-    (tmp_path / "gap.de").write_text("Hallo\n\nTschüss\n")
-    (tmp_path / "gap.en").write_text("Hello\nWell\nBye\n")
-    with pytest.raises(ValueError, match=r"Empty de sentence in the train data, record 1 \(line 2"):
-        check_translation_dataset(load_parallel_text(tmp_path / "gap", "de", "en"), "de", "en", "train")
+    # Only "\n" ends a line: a stray carriage return or line separator inside a sentence keeps the files aligned
+    (tmp_path / "crawl.de").write_text("Ein\rSatz\nZwei\u2028Zeilen\n")
+    (tmp_path / "crawl.en").write_text("One sentence\nTwo lines\n")
+    assert read_pairs(ParallelTextFiles(tmp_path / "crawl", "de", "en")) == [("Ein\rSatz", "One sentence"), ("Zwei\u2028Zeilen", "Two lines")]
 
 
 def test_json_lines_with_an_unknown_language_key_is_refused(tmp_path):
     path = tmp_path / "data.jsonl"
     path.write_text("".join(json.dumps({"translation": {"de": d, "en": e}}) + "\n" for d, e in zip(GERMAN, ENGLISH)))
-    dataset = load_translation_file(str(path), "de", "en")
-    check_translation_dataset(dataset, "de", "en", "validation")
+    assert read_pairs(open_translation_file(str(path), "de", "en", "validation"), chunk_size=1) == list(zip(GERMAN, ENGLISH))
     with pytest.raises(ValueError, match=r"Unknown language key 'fr' in the validation data: its records have \['de', 'en'\]"):
-        check_translation_dataset(dataset, "fr", "en", "validation")
+        open_translation_file(str(path), "fr", "en", "validation")
+    with pytest.raises(FileNotFoundError, match=r"The data file .*missing.jsonl does not exist"):
+        open_translation_file(str(tmp_path / "missing.jsonl"), "de", "en", "validation")
 
 
 def test_token_batches_cover_every_pair_once_within_the_budget():

@@ -26,9 +26,9 @@ from .trainer import (
     DataTrainingArguments,
     ModelArguments,
     check_lengths_fit,
-    load_raw_splits,
     load_tokenizer_and_model,
     noam_peak_learning_rate,
+    open_splits,
     tokenize_splits,
 )
 
@@ -64,10 +64,11 @@ def train_with_accelerate(model_args: ModelArguments, data_args: DataTrainingArg
     )
     resume, start_step = resolve_resume(args.resume_from_checkpoint, args.output_dir)
     set_seed(args.seed)
-    splits = load_raw_splits(data_args, model_args, do_train=True, do_eval=False, do_predict=False)
+    splits = open_splits(data_args, model_args, do_train=True, do_eval=False, do_predict=False)
     tokenizer, model = load_tokenizer_and_model(model_args)
     check_lengths_fit(data_args, model.config)
-    train = tokenize_splits(splits, tokenizer, data_args, lambda desc: accelerator.main_process_first())["train"]
+    output_dir = args.output_dir if accelerator.is_main_process else None
+    train = tokenize_splits(splits, tokenizer, data_args, output_dir)["train"]
 
     collator = DataCollatorForSeq2Seq(tokenizer, model=model, label_pad_token_id=-100)
     # The loader's own generator: starting an epoch then never draws from the global RNG that dropout uses, so a

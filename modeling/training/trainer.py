@@ -6,6 +6,7 @@ Every check on the data, the tokenizer, the model and the output directory runs 
 """
 
 import ctypes
+import logging
 import os
 import platform
 import re
@@ -31,7 +32,14 @@ from transformers.trainer_utils import get_last_checkpoint
 
 from ..configuration_vanilla_transformer import VanillaTransformerConfig
 from ..data.tokenization import check_tokenizer_matches_config
-from ..data.translation_data import TokenBatchSampler, check_translation_dataset, load_translation_file
+from ..data.tokenized_corpus import PairFilter, tokenize_once
+from ..data.translation_data import (
+    ParallelTextFiles,
+    TokenBatchSampler,
+    TranslationRecords,
+    hub_split_records,
+    open_translation_file,
+)
 from .checkpoint_integrity import TRAINER_CHECKPOINT, TRAINER_STATE_FILES, last_complete_checkpoint, require_complete
 from .evaluation import TranslationMetrics, decode_for_metrics
 from .hub import model_card, read_metrics
@@ -106,7 +114,30 @@ class DataTrainingArguments:
     overwrite_output_dir: bool = field(
         default=False, metadata={"help": "Start over in an --output_dir that holds checkpoints of an earlier run."}
     )
-    preprocessing_num_workers: int | None = field(default=None, metadata={"help": "Processes for tokenization."})
+    preprocessing_num_workers: int | None = field(
+        default=None,
+        metadata={"help": "Processes that tokenize a corpus (default: one per core; 1: one process on every core)."},
+    )
+    filter_pairs: bool = field(
+        default=False,
+        metadata={
+            "help": "Drop training pairs that would harm training instead of refusing the corpus (crawled corpora): "
+            "an empty side, a side longer than --max_source_length / --max_target_length tokens, sides whose lengths "
+            "differ more than --filter_length_ratio times. Counts are logged, line numbers written to "
+            "--output_dir/dropped_train_pairs.tsv."
+        },
+    )
+    filter_length_ratio: float = field(
+        default=3.0, metadata={"help": "With --filter_pairs: the largest ratio of the two sides' token counts kept."}
+    )
+    tokenized_cache_dir: str | None = field(
+        default=None,
+        metadata={
+            "help": "Where tokenized corpora are cached and reused by later runs and other processes (default: "
+            "HF_DATASETS_CACHE/vanilla_transformer/tokenized)."
+        },
+    )
+    overwrite_cache: bool = field(default=False, metadata={"help": "Tokenize the data again instead of reusing the cache."})
 
     def __post_init__(self):
         if self.val_max_target_length is None:
@@ -179,6 +210,13 @@ def use_cpu_when_no_accelerator() -> None:
         os.environ.setdefault("ACCELERATE_USE_CPU", "true")
 
 
+def log_progress_to_stderr() -> None:
+    """Shows the package's own INFO messages (the tokenized data: built or reused, and where; dropped pairs), as the
+    transformers example scripts show theirs; other libraries keep their own levels."""
+    logging.basicConfig(format="%(asctime)s %(levelname)s %(name)s: %(message)s")
+    logging.getLogger("vanilla_transformer").setLevel(logging.INFO)
+
+
 def keep_freed_memory_for_reuse() -> None:
     """Makes glibc's malloc keep freed blocks for the next step instead of giving them back to the system.
 
@@ -222,12 +260,13 @@ def resolve_resume_checkpoint(training_args: Seq2SeqTrainingArguments, overwrite
     return None
 
 
-def load_raw_splits(
+def open_splits(
     data_args: DataTrainingArguments, model_args: ModelArguments, do_train: bool, do_eval: bool, do_predict: bool
-) -> dict[str, datasets.Dataset]:
-    """The checked sentence pairs of each split that a phase needs."""
+) -> dict[str, ParallelTextFiles | TranslationRecords]:
+    """The sentence pairs of each split that a phase needs, opened (files found, languages checked), not yet read."""
     if data_args.source_lang is None or data_args.target_lang is None:
         raise ValueError("Set both --source_lang and --target_lang (the language keys of the data, e.g. de and en).")
+    source_lang, target_lang = data_args.source_lang, data_args.target_lang
     wanted = {
         "train": (do_train, data_args.train_file, data_args.max_train_samples),
         "validation": (do_eval, data_args.validation_file, data_args.max_eval_samples),
@@ -243,16 +282,15 @@ def load_raw_splits(
         if not needed:
             continue
         if path is not None:
-            dataset = load_translation_file(path, data_args.source_lang, data_args.target_lang)
-        elif hub is not None and split in hub:
-            dataset = hub[split]
-        else:
-            flag = {"train": "--train_file", "validation": "--validation_file", "test": "--test_file"}[split]
-            raise ValueError(f"--do_{'eval' if split == 'validation' else 'predict' if split == 'test' else 'train'} needs {split} data: pass {flag} or a --dataset_name that has a {split!r} split.")
-        if limit is not None:
-            dataset = dataset.select(range(min(limit, len(dataset))))
-        check_translation_dataset(dataset, data_args.source_lang, data_args.target_lang, split)
-        splits[split] = dataset
+            splits[split] = open_translation_file(path, source_lang, target_lang, split, limit)
+            continue
+        if hub is not None and split in hub:
+            name, config = data_args.dataset_name, data_args.dataset_config_name
+            splits[split] = hub_split_records(hub[split], name, config, split, source_lang, target_lang, limit)
+            continue
+        flag = {"train": "--train_file", "validation": "--validation_file", "test": "--test_file"}[split]
+        phase = {"train": "train", "validation": "eval", "test": "predict"}[split]
+        raise ValueError(f"--do_{phase} needs {split} data: pass {flag} or a --dataset_name that has a {split!r} split.")
     if not splits:
         raise ValueError("Nothing to do: pass --do_train, --do_eval and/or --do_predict.")
     return splits
@@ -296,34 +334,31 @@ def load_tokenizer_and_model(model_args: ModelArguments) -> tuple[PreTrainedToke
     return tokenizer, model
 
 
-def tokenize_splits(splits, tokenizer, data_args: DataTrainingArguments, main_process_first) -> dict[str, datasets.Dataset]:
-    """Token ids of sources (`input_ids`) and targets (`labels`, ending with </s>), truncated to the max lengths.
-    `main_process_first(desc=...)` lets one process tokenize (and cache) while the others wait."""
-    source_lang, target_lang = data_args.source_lang, data_args.target_lang
-
-    def tokenize(batch, max_target_length):
-        sources = [pair[source_lang] for pair in batch["translation"]]
-        targets = [pair[target_lang] for pair in batch["translation"]]
-        return tokenizer(
-            sources,
-            text_target=targets,
-            max_length=data_args.max_source_length,
-            max_target_length=max_target_length,
-            truncation=True,
-        )
-
+def tokenize_splits(
+    splits: dict, tokenizer: PreTrainedTokenizerBase, data_args: DataTrainingArguments, output_dir: str | None = None
+) -> dict[str, datasets.Dataset]:
+    """Token ids of sources (`input_ids`) and targets (`labels`, ending with </s>), tokenized once and memory-mapped
+    from the cache (see data/tokenized_corpus.py). Every process calls this: the first tokenizes, the others wait for
+    it and reuse its cache. Training pairs are truncated to the max lengths, or filtered with --filter_pairs (the
+    dropped pairs' line numbers go to `output_dir`); evaluation pairs are never filtered."""
     tokenized = {}
-    for split, dataset in splits.items():
-        max_target_length = data_args.max_target_length if split == "train" else data_args.val_max_target_length
-        with main_process_first(desc=f"tokenizing the {split} data"):
-            tokenized[split] = dataset.map(
-                tokenize,
-                batched=True,
-                fn_kwargs={"max_target_length": max_target_length},
-                remove_columns=dataset.column_names,
-                num_proc=data_args.preprocessing_num_workers,
-                desc=f"Tokenizing the {split} data",
-            )
+    for split, pairs in splits.items():
+        filtering = split == "train" and data_args.filter_pairs
+        corpus = tokenize_once(
+            pairs,
+            tokenizer,
+            split,
+            max_source_length=data_args.max_source_length,
+            max_target_length=data_args.max_target_length if split == "train" else data_args.val_max_target_length,
+            pair_filter=PairFilter(data_args.filter_length_ratio) if filtering else None,
+            cache_root=data_args.tokenized_cache_dir,
+            overwrite=data_args.overwrite_cache,
+            num_workers=data_args.preprocessing_num_workers,
+            filter_flag="--filter_pairs" if split == "train" else "",
+        )
+        if output_dir is not None:
+            corpus.write_dropped_report(output_dir)
+        tokenized[split] = corpus.dataset
     return tokenized
 
 
@@ -339,9 +374,7 @@ def run_translation(
     if training_args.device.type == "cpu":
         keep_freed_memory_for_reuse()
     set_seed(training_args.seed)
-    splits = load_raw_splits(
-        data_args, model_args, training_args.do_train, training_args.do_eval, training_args.do_predict
-    )
+    splits = open_splits(data_args, model_args, training_args.do_train, training_args.do_eval, training_args.do_predict)
     tokenizer, model = load_tokenizer_and_model(model_args)
 
     check_lengths_fit(data_args, model.config)
@@ -361,7 +394,9 @@ def run_translation(
     except ValueError as error:
         raise ValueError(f"The generation settings (--num_beams, --length_penalty, ...) do not fit together: {error}") from None
 
-    tokenized = tokenize_splits(splits, tokenizer, data_args, training_args.main_process_first)
+    # After every cheap check: a bad flag is refused before minutes of tokenizing
+    output_dir = training_args.output_dir if training_args.process_index == 0 else None
+    tokenized = tokenize_splits(splits, tokenizer, data_args, output_dir)
     trainer = TranslationTrainer(
         model=model,
         args=training_args,
