@@ -8,7 +8,8 @@
 - memory, sampled every 50 ms from /proc by this process: the peak anonymous (private) memory of the training
   process, and apart from it its peak of file-backed memory (the memory-mapped cache and libraries, which the OS can
   drop and read again); the tokenizing worker processes' private memory at their peak, summed;
-- whether the data loader keeps ahead: seconds to draw a batch from the training loader against a training step;
+- whether the data loader keeps ahead: seconds to draw a batch from the training loader (once the epoch's order is
+  drawn) against a training step;
 - with `processes=2`, the cold start under `torchrun --nproc_per_node 2`: how many of the processes tokenized
   (one should) and each one's peak.
 The model is the README's Multi30k model (d_model 256, 3+3 layers) with a BPE of 8000 tokens, batches of 1024 tokens.
@@ -210,8 +211,10 @@ def _measured_run(arguments: dict) -> None:
             self.ends.append(time.time())
 
         def on_train_end(self, args, state, control, train_dataloader=None, **kwargs):
+            batches = iter(train_dataloader)
+            next(batches)  # the epoch's order, drawn once per epoch, is not what each step waits for
             start = time.perf_counter()
-            drawn = sum(1 for _ in islice(train_dataloader, LOADER_BATCHES))
+            drawn = sum(1 for _ in islice(batches, LOADER_BATCHES))
             self.loader_seconds = (time.perf_counter() - start) / drawn
 
     use_cpu_when_no_accelerator()
