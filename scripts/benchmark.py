@@ -6,6 +6,7 @@
     python scripts/benchmark.py --size tiny --profile
     python scripts/benchmark.py --serving --model RUN --source test.de.gz --reference test.en.gz --json serving.json
     python scripts/benchmark.py --data --corpus ../shared/data/multi30k/train --pairs 500000 4500000 --json data.json
+    python scripts/benchmark.py --server --model RUN-ct2 --source test.de.gz --langs de en --clients 32 --seconds 60
 """
 
 import argparse
@@ -58,7 +59,28 @@ def main():
     data.add_argument("--pairs", nargs="+", type=int, default=[500_000], help="corpus sizes to measure, in pairs")
     data.add_argument("--processes", type=int, default=1, help="also a cold start on this many processes (torchrun)")
     data.add_argument("--scratch_dir", help="where the corpora, caches and runs go (default: a temporary folder)")
+    server = parser.add_argument_group("the translation server (--server): a load test of scripts/serve.py on loopback")
+    server.add_argument("--server", action="store_true", help="load-test the server over --model instead (uses --source, --langs)")
+    server.add_argument("--engine", default="auto", help="the server's engine for --model")
+    server.add_argument("--clients", type=int, default=32, help="concurrent clients, one request each at a time")
+    server.add_argument("--seconds", type=float, default=60, help="length of each phase (one client, then all)")
+    server.add_argument("--port", type=int, default=8765, help="the loopback port the server listens on")
     args = parser.parse_args()
+    if args.server:
+        if not (args.model and args.source):
+            parser.error("--server needs --model and --source")
+        # Imported here: the server and its load test need the `server` extra, the other modes do not
+        from vanilla_transformer.analysis.server_benchmark import format_server_table, serve_command, server_benchmark
+
+        serve_script = str(Path(__file__).resolve().parent / "serve.py")
+        command = serve_command(serve_script, args.model, args.engine, tuple(args.langs), args.port, args.threads)
+        summary = server_benchmark(command, args.model, args.engine, args.source, tuple(args.langs), args.port,
+                                   args.clients, args.seconds, args.threads)
+        print(format_server_table([summary]))
+        if args.json:
+            with open(args.json, "w") as handle:
+                json.dump(summary, handle, indent=2)
+        return
     if args.data:
         if not args.corpus:
             parser.error("--data needs --corpus")

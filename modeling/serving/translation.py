@@ -87,26 +87,36 @@ def _translate_window(engine, tokenizer, window, options, limit, batch_size, max
     """{line: translation, or the TranslationError of a sentence that failed alone} for the (line, sentence) pairs
     of `window`."""
     results = {}
-    pending = []  # (line, token ids) of the sentences that need the model
-    for line, sentence in window:
+    for done in translate_in_batches(engine, tokenizer, window, options, limit, batch_size, max_tokens):
+        results.update(done)
+    return results
+
+
+def translate_in_batches(engine, tokenizer, items, options: DecodingOptions, limit: int, batch_size: int,
+                         max_tokens: int) -> Iterator[dict]:
+    """For (key, sentence) pairs (`key` an int: a line number), yields {key: translation, or TranslationError} batch by
+    batch as each is done (empty sentences first, without the model), so that a caller can hand results out early."""
+    empty, pending = {}, []  # pending: (key, token ids) of the sentences that need the model
+    for key, sentence in items:
         if not sentence.strip():
-            results[line] = ""
+            empty[key] = ""
             continue
         ids = tokenizer(sentence)["input_ids"]
         if len(ids) > limit:
             logger.warning(
                 "line %d: %d tokens, cut to the first %d (the longest source the model takes; set "
-                "max_source_length / --max_source_length to choose)", line, len(ids), limit,
+                "max_source_length / --max_source_length to choose)", key, len(ids), limit,
             )
             ids = ids[: limit - 1] + ids[-1:]  # keeps the closing </s>
-        pending.append((line, ids))
+        pending.append((key, ids))
+    if empty:
+        yield empty
     pending.sort(key=lambda item: len(item[1]), reverse=True)
     for batch in _token_batches(pending, batch_size, max_tokens):
-        for line, output in _translate_batch(engine, batch, options):
-            results[line] = output if isinstance(output, TranslationError) else (
-                tokenizer.decode(output, skip_special_tokens=True).strip()
-            )
-    return results
+        yield {
+            key: output if isinstance(output, TranslationError) else tokenizer.decode(output, skip_special_tokens=True).strip()
+            for key, output in _translate_batch(engine, batch, options)
+        }
 
 
 def _token_batches(items: list, batch_size: int, max_tokens: int) -> Iterator[list]:

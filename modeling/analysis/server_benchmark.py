@@ -1,0 +1,124 @@
+"""A load test of the translation server, on loopback, bounded in time and count: the server (`scripts/serve.py`) in
+its own process, the clients in this one (asyncio, one connection each).
+
+1. One client sends test-set sentences one request at a time, each after the previous answer: what a server without
+   batching across requests could do at best.
+2. N concurrent clients do the same for the same time (each from its own place in the test set).
+Every answer is compared with what `translate()` gives for that sentence in this process, on the same engine; an
+answer that differs, an error status and a request that got no answer are counted. Reported per phase: requests/s,
+sentences/s, latency p50 / p95 / p99, errors, lost; and the concurrent phase's sentences/s over the sequential one's.
+"""
+
+import asyncio
+import statistics
+import subprocess
+import sys
+import time
+
+import httpx
+
+from ..data.translation_data import read_lines
+from ..serving.engines import load_engine
+from ..serving.translation import translate
+
+
+def percentile(values: list[float], share: float) -> float:
+    ordered = sorted(values)
+    return ordered[min(len(ordered) - 1, int(share * len(ordered)))] if ordered else float("nan")
+
+
+async def _client(http: httpx.AsyncClient, sentences: list[str], expected: list[str], start: int, stop_at: float,
+                  pair: tuple[str, str], record: dict) -> None:
+    index = start
+    while time.perf_counter() < stop_at:
+        position = index % len(sentences)
+        index += 1
+        began = time.perf_counter()
+        try:
+            response = await http.post("/translate", json={"q": sentences[position], "source": pair[0], "target": pair[1]})
+        except httpx.HTTPError:
+            record["lost"] += 1
+            continue
+        record["latencies"].append(time.perf_counter() - began)
+        if response.status_code != 200:
+            record["errors"] += 1
+        elif response.json().get("translatedText") != expected[position]:
+            record["different"] += 1
+
+
+async def _phase(url: str, clients: int, seconds: float, sentences, expected, pair) -> dict:
+    record = {"latencies": [], "errors": 0, "different": 0, "lost": 0}
+    limits = httpx.Limits(max_connections=clients, max_keepalive_connections=clients)
+    async with httpx.AsyncClient(base_url=url, limits=limits, timeout=60) as http:
+        began = time.perf_counter()
+        stop_at = began + seconds
+        spread = len(sentences) // clients
+        await asyncio.gather(*(_client(http, sentences, expected, c * spread, stop_at, pair, record) for c in range(clients)))
+        elapsed = time.perf_counter() - began
+    latencies = record["latencies"]
+    return {
+        "clients": clients,
+        "seconds": round(elapsed, 1),
+        "requests": len(latencies),
+        "requests_per_second": round(len(latencies) / elapsed, 1),
+        "sentences_per_second": round(len(latencies) / elapsed, 1),  # one sentence per request
+        "latency_p50_ms": round(1000 * statistics.median(latencies), 1) if latencies else None,
+        "latency_p95_ms": round(1000 * percentile(latencies, 0.95), 1),
+        "latency_p99_ms": round(1000 * percentile(latencies, 0.99), 1),
+        "errors": record["errors"],
+        "different_from_translate": record["different"],
+        "lost": record["lost"],
+    }
+
+
+def server_benchmark(server_command: list[str], model: str, engine: str, source_file: str, pair: tuple[str, str],
+                     port: int, clients: int = 32, seconds: float = 60, threads: int = 2) -> dict:
+    """Starts `server_command` (which must serve `model` with `engine` on `port`), runs both phases, stops it."""
+    sentences = [line for line in read_lines(source_file) if line.strip()]
+    reference, tokenizer = load_engine(model, engine, threads=threads)
+    expected = list(translate(reference, tokenizer, sentences))
+    del reference
+    url = f"http://127.0.0.1:{port}"
+    server = subprocess.Popen(server_command, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True)
+    try:
+        deadline = time.time() + 300
+        while True:
+            try:
+                if httpx.get(f"{url}/health").status_code == 200:
+                    break
+            except httpx.TransportError:
+                if server.poll() is not None or time.time() > deadline:
+                    raise RuntimeError(f"The server did not start:\n{server.stderr.read()[-3000:]}") from None
+                time.sleep(0.2)
+        sequential = asyncio.run(_phase(url, 1, seconds, sentences, expected, pair))
+        concurrent = asyncio.run(_phase(url, clients, seconds, sentences, expected, pair))
+    finally:
+        server.terminate()
+        server.wait(timeout=120)
+    return {
+        "model": model, "engine": engine, "threads": threads, "sentences": len(sentences),
+        "sequential": sequential, "concurrent": concurrent,
+        "batching_speedup": round(concurrent["sentences_per_second"] / sequential["sentences_per_second"], 2),
+    }
+
+
+def format_server_table(summaries: list[dict]) -> str:
+    lines = [
+        "| engine | clients | requests | sentences/s | p50 ms | p95 ms | p99 ms | errors | different | lost |",
+        "| --- | --- | --- | --- | --- | --- | --- | --- | --- | --- |",
+    ]
+    for summary in summaries:
+        for phase in ("sequential", "concurrent"):
+            row = summary[phase]
+            lines.append(
+                f"| {summary['engine']} | {row['clients']} | {row['requests']} | {row['sentences_per_second']} | "
+                f"{row['latency_p50_ms']} | {row['latency_p95_ms']} | {row['latency_p99_ms']} | {row['errors']} | "
+                f"{row['different_from_translate']} | {row['lost']} |"
+            )
+        lines.append(f"| {summary['engine']}: batching across requests | | | {summary['batching_speedup']}x | | | | | | |")
+    return "\n".join(lines)
+
+
+def serve_command(serve_script: str, model: str, engine: str, pair: tuple[str, str], port: int, threads: int) -> list[str]:
+    return [sys.executable, serve_script, "--model", model, "--engine", engine, "--source_lang", pair[0],
+            "--target_lang", pair[1], "--port", str(port), "--threads", str(threads)]

@@ -1,0 +1,307 @@
+"""A translation server: LibreTranslate's HTTP API (so that its clients work unchanged) and our own, over any engine,
+with the sentences of concurrent requests translated together (`request_batching`). Built on FastAPI (Starlette)
+and served by uvicorn, which also stops it gracefully on SIGTERM: no new connections, the requests in flight finished.
+
+Routes:
+- `POST /translate` (LibreTranslate): JSON or form-encoded `q` (a string or a list of strings), `source`, `target`,
+  `format` (`text`), `api_key` -> `{"translatedText": ...}` (a string or a list, as `q` was). A text of several
+  lines is translated line by line and joined again.
+- `GET /languages`, `GET /frontend/settings` (LibreTranslate): the model's language pair, the limits.
+- `POST /v1/translate`: `{"text": [...], "num_beams": ..., "length_penalty": ..., "max_new_tokens": ...}` ->
+  `{"translations": [...]}`.
+- `GET /health`, `GET /metrics` (Prometheus), `GET /docs` (the OpenAPI page).
+
+Every error is `{"error": "..."}` with its status, as LibreTranslate answers: 400 for a malformed request, 403 for a
+missing or wrong API key, 413 beyond a size limit (named), 503 with Retry-After when the queue is full, 500 when
+the engine fails on a request's sentence (that request only).
+"""
+
+import asyncio
+import hmac
+import json
+import logging
+import time
+from dataclasses import dataclass
+from urllib.parse import parse_qsl
+
+from fastapi import FastAPI, Request
+from fastapi.exceptions import RequestValidationError
+from fastapi.responses import JSONResponse, Response
+from prometheus_client import CONTENT_TYPE_LATEST, CollectorRegistry, Counter, Gauge, Histogram, generate_latest
+from starlette.exceptions import HTTPException
+
+from .request_batching import QueueFull, RequestBatcher, ServerClosing, TranslationFailed
+
+logger = logging.getLogger(__name__)
+
+LANGUAGE_NAMES = {
+    "ar": "Arabic", "cs": "Czech", "de": "German", "en": "English", "es": "Spanish", "fr": "French", "it": "Italian",
+    "ja": "Japanese", "nl": "Dutch", "pl": "Polish", "pt": "Portuguese", "ru": "Russian", "tr": "Turkish",
+    "uk": "Ukrainian", "zh": "Chinese",
+}
+
+
+@dataclass
+class ServerSettings:
+    """What the server serves and the limits that keep it up under load and bad input."""
+
+    source_lang: str
+    target_lang: str
+    api_key: str | None = None
+    max_body_bytes: int = 1 << 20
+    max_sentences: int = 128  # lines per request
+    max_characters: int = 10_000  # per request
+    max_queued_sentences: int = 4096  # waiting across requests, before 503
+    batch_size: int = 64
+    max_tokens_per_batch: int = 2048
+    max_source_length: int | None = None
+    num_beams: int | None = None  # decoding defaults: the model's generation config where None
+    length_penalty: float | None = None
+    max_new_tokens: int | None = None
+
+
+class ApiError(Exception):
+    def __init__(self, status: int, message: str, headers: dict | None = None):
+        super().__init__(message)
+        self.status, self.message, self.headers = status, message, headers
+
+
+def create_app(engine, tokenizer, settings: ServerSettings) -> FastAPI:
+    """The ASGI app over `engine` (see `serving.engines.load_engine`)."""
+    registry = CollectorRegistry()
+    requests = Counter("translation_requests", "Requests by route and status", ["route", "status"], registry=registry)
+    sentences = Counter("translation_sentences", "Sentences translated", registry=registry)
+    tokens = Counter("translation_output_tokens", "Tokens of the translations", registry=registry)
+    latency = Histogram(
+        "translation_request_seconds", "Time to answer a translation request", ["route"], registry=registry,
+        buckets=(0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10, 30),
+    )
+    queue_length = Gauge("translation_queued_sentences", "Sentences waiting or being translated", registry=registry)
+
+    def count_batch(outputs: list) -> None:
+        texts = [text for text in outputs if isinstance(text, str) and text]
+        sentences.inc(len(outputs))
+        if texts:
+            tokens.inc(sum(len(ids) for ids in tokenizer(texts, add_special_tokens=False)["input_ids"]))
+
+    state = {}
+
+    async def lifespan(app):
+        batcher = RequestBatcher(
+            engine, tokenizer, settings.max_queued_sentences, settings.batch_size, settings.max_tokens_per_batch,
+            settings.max_source_length, on_batch=count_batch,
+        )
+        queue_length.set_function(lambda: batcher.queued_sentences)
+        state["batcher"] = batcher
+        yield
+        # uvicorn has stopped taking requests and finished those in flight; whatever is still queued is finished too
+        await asyncio.to_thread(batcher.close)
+
+    app = FastAPI(
+        title="vanilla-transformer translation server",
+        description=f"Translates {settings.source_lang} -> {settings.target_lang}. LibreTranslate-compatible routes "
+        "(/translate, /languages, /frontend/settings) and our own (/v1/translate).",
+        lifespan=lifespan,
+    )
+    options = engine.decoding_options(
+        num_beams=settings.num_beams, length_penalty=settings.length_penalty, max_new_tokens=settings.max_new_tokens
+    )
+
+    @app.exception_handler(ApiError)
+    async def api_error(request: Request, error: ApiError):
+        return JSONResponse({"error": error.message}, status_code=error.status, headers=error.headers)
+
+    @app.exception_handler(HTTPException)
+    async def http_error(request: Request, error: HTTPException):
+        return JSONResponse({"error": str(error.detail)}, status_code=error.status_code, headers=error.headers)
+
+    @app.exception_handler(RequestValidationError)
+    async def validation_error(request: Request, error: RequestValidationError):
+        return JSONResponse({"error": f"Invalid request: {error.errors()}"}, status_code=400)
+
+    @app.middleware("http")
+    async def measure(request: Request, call_next):
+        start = time.perf_counter()
+        try:
+            response = await call_next(request)
+        except Exception as error:  # never a dead worker: an unforeseen fault is this request's 500
+            logger.exception("request %s %s failed", request.method, request.url.path)
+            response = JSONResponse({"error": f"Internal error: {type(error).__name__}: {error}"}, status_code=500)
+        route = request.url.path
+        if route in ("/translate", "/v1/translate"):
+            latency.labels(route).observe(time.perf_counter() - start)
+        requests.labels(route, str(response.status_code)).inc()
+        return response
+
+    async def translated(request: Request, lines: list[str], decoding) -> list[str]:
+        """The translations of `lines`, through the shared batcher; gives up, and frees its place in the queue, if
+        the client goes away before its wave starts."""
+        try:
+            future = state["batcher"].submit(lines, decoding)
+        except QueueFull as error:
+            raise ApiError(503, f"The server is busy: {error} Retry later.", {"Retry-After": "1"}) from None
+        except ServerClosing as error:
+            raise ApiError(503, str(error), {"Retry-After": "5"}) from None
+        waiting = asyncio.wrap_future(future)
+        while True:
+            done, _ = await asyncio.wait({waiting}, timeout=0.25)
+            if done:
+                break
+            if await request.is_disconnected():
+                future.cancel()
+                raise ApiError(499, "The client closed the request.")
+        try:
+            return waiting.result()
+        except TranslationFailed as error:
+            raise ApiError(500, str(error)) from None
+
+    def check_key(given) -> None:
+        if settings.api_key is None:
+            return
+        if not isinstance(given, str) or not hmac.compare_digest(given.encode(), settings.api_key.encode()):
+            raise ApiError(403, "Invalid API key: send the server's key as api_key.")
+
+    def split_lines(texts: list[str]) -> tuple[list[str], list[int]]:
+        lines, counts = [], []
+        for text in texts:
+            parts = text.split("\n")
+            lines.extend(parts)
+            counts.append(len(parts))
+        if len(lines) > settings.max_sentences:
+            raise ApiError(413, f"The request holds {len(lines)} lines; the limit is {settings.max_sentences} per request.")
+        characters = sum(len(line) for line in lines)
+        if characters > settings.max_characters:
+            raise ApiError(413, f"The request holds {characters} characters; the limit is {settings.max_characters} per request.")
+        return lines, counts
+
+    def joined(translations: list[str], counts: list[int]) -> list[str]:
+        out, start = [], 0
+        for n in counts:
+            out.append("\n".join(translations[start : start + n]))
+            start += n
+        return out
+
+    @app.post("/translate", summary="LibreTranslate: translate q from source to target")
+    async def libre_translate(request: Request):
+        fields = await read_fields(request, settings.max_body_bytes)
+        check_key(fields.get("api_key"))
+        q = fields.get("q")
+        if q is None:
+            raise ApiError(400, "Invalid request: missing q parameter")
+        if not (isinstance(q, str) or (isinstance(q, list) and all(isinstance(item, str) for item in q))):
+            raise ApiError(400, "Invalid request: q must be a string or a list of strings")
+        for name in ("source", "target"):
+            if not isinstance(fields.get(name), str):
+                raise ApiError(400, f"Invalid request: missing {name} parameter")
+        source, target = fields["source"], fields["target"]
+        if source not in (settings.source_lang, "auto") or target != settings.target_lang:
+            raise ApiError(
+                400, f"{source} -> {target} is not served: this server translates {settings.source_lang} -> "
+                f"{settings.target_lang} only."
+            )
+        text_format = fields.get("format", "text")
+        if text_format != "text":
+            raise ApiError(400, f"format {text_format!r} is not supported: send plain text with format 'text'.")
+        texts = [q] if isinstance(q, str) else q
+        lines, counts = split_lines(texts)
+        translations = joined(await translated(request, lines, options), counts)
+        answer = {"translatedText": translations[0] if isinstance(q, str) else translations}
+        if source == "auto":  # no detection: every text is taken for the one source language the model reads
+            answer["detectedLanguage"] = {"language": settings.source_lang, "confidence": 0}
+        return answer
+
+    @app.post("/v1/translate", summary="Translate a list of texts, with decoding options")
+    async def v1_translate(request: Request):
+        fields = await read_fields(request, settings.max_body_bytes, form=False)
+        check_key(fields.get("api_key"))
+        texts = fields.get("text")
+        if not isinstance(texts, list) or not all(isinstance(text, str) for text in texts):
+            raise ApiError(400, 'Invalid request: "text" must be a list of strings')
+        overrides = {}
+        for name, kind in (("num_beams", int), ("length_penalty", (int, float)), ("max_new_tokens", int)):
+            value = fields.get(name)
+            if value is None:
+                continue
+            if isinstance(value, bool) or not isinstance(value, kind) or value <= 0 and name != "length_penalty":
+                raise ApiError(400, f"Invalid request: {name} must be a positive number, got {value!r}")
+            overrides[name] = value
+        if overrides.get("num_beams", 1) > 16 or overrides.get("max_new_tokens", 1) > 1024:
+            raise ApiError(413, "Invalid request: num_beams is limited to 16 and max_new_tokens to 1024.")
+        decoding = engine.decoding_options(**{**dict(num_beams=settings.num_beams, length_penalty=settings.length_penalty,
+                                                     max_new_tokens=settings.max_new_tokens), **overrides})
+        lines, counts = split_lines(texts)
+        return {"translations": joined(await translated(request, lines, decoding), counts)}
+
+    @app.get("/languages", summary="LibreTranslate: the languages served")
+    async def languages():
+        return [
+            {"code": settings.source_lang, "name": language_name(settings.source_lang), "targets": [settings.target_lang]},
+            {"code": settings.target_lang, "name": language_name(settings.target_lang), "targets": []},
+        ]
+
+    @app.get("/frontend/settings", summary="LibreTranslate: what a client may send")
+    async def frontend_settings():
+        return {
+            "charLimit": settings.max_characters,
+            "frontendTimeout": 500,
+            "apiKeys": settings.api_key is not None,
+            "keyRequired": settings.api_key is not None,
+            "suggestions": False,
+            "filesTranslation": False,
+            "supportedFilesFormat": [],
+            "language": {
+                "source": {"code": settings.source_lang, "name": language_name(settings.source_lang)},
+                "target": {"code": settings.target_lang, "name": language_name(settings.target_lang)},
+            },
+        }
+
+    @app.get("/health", summary="Liveness: 200 while the server answers")
+    async def health():
+        return {"status": "ok", "queued_sentences": state["batcher"].queued_sentences}
+
+    @app.get("/metrics", summary="Prometheus metrics")
+    async def metrics():
+        return Response(generate_latest(registry), media_type=CONTENT_TYPE_LATEST)
+
+    return app
+
+
+def language_name(code: str) -> str:
+    return LANGUAGE_NAMES.get(code, code)
+
+
+async def read_fields(request: Request, limit: int, form: bool = True) -> dict:
+    """The request's fields from a JSON object or (with `form`) a form-encoded body, read up to `limit` bytes."""
+    declared = request.headers.get("content-length")
+    if declared is not None and declared.isdigit() and int(declared) > limit:
+        raise ApiError(413, f"The request body is {declared} bytes; the limit is {limit}.")
+    body = bytearray()
+    async for chunk in request.stream():
+        body.extend(chunk)
+        if len(body) > limit:
+            raise ApiError(413, f"The request body is over the limit of {limit} bytes.")
+    try:
+        text = bytes(body).decode("utf-8")
+    except UnicodeDecodeError as error:
+        raise ApiError(400, f"Invalid request: the body is not UTF-8 ({error.reason} at byte {error.start}).") from None
+    kind = request.headers.get("content-type", "").split(";")[0].strip().lower()
+    if form and kind == "application/x-www-form-urlencoded":
+        fields: dict = {}
+        try:
+            pairs = parse_qsl(text, keep_blank_values=True, strict_parsing=bool(text), errors="strict")
+        except (ValueError, UnicodeDecodeError) as error:
+            raise ApiError(400, f"Invalid request: malformed form data ({error}).") from None
+        for name, value in pairs:
+            if name == "q" and "q" in fields:  # q repeated: a list of texts
+                fields["q"] = (fields["q"] if isinstance(fields["q"], list) else [fields["q"]]) + [value]
+            else:
+                fields[name] = value
+        return fields
+    try:
+        fields = json.loads(text)
+    except json.JSONDecodeError as error:
+        expected = "a JSON object or form-encoded fields" if form else "a JSON object"
+        raise ApiError(400, f"Invalid request: the body is not {expected} ({error.msg} at character {error.pos}).") from None
+    if not isinstance(fields, dict):
+        raise ApiError(400, "Invalid request: the body must be a JSON object.")
+    return fields
