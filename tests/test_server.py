@@ -16,6 +16,7 @@ from pathlib import Path
 import httpx
 import pytest
 from fastapi.testclient import TestClient
+from vanilla_transformer.analysis.server_benchmark import wait_until_serving
 from vanilla_transformer.serving import load_engine, translate
 from vanilla_transformer.serving.request_batching import QueueFull, RequestBatcher
 from vanilla_transformer.serving.server import ServerSettings, create_app
@@ -200,14 +201,7 @@ def test_a_libretranslate_client_works_unchanged_and_sigterm_finishes_requests_i
     )
     try:
         url = f"http://127.0.0.1:{port}"
-        deadline = time.time() + 120
-        while True:
-            try:
-                if httpx.get(f"{url}/health").status_code == 200:
-                    break
-            except httpx.TransportError:
-                assert server.poll() is None and time.time() < deadline, server.stdout.read()
-                time.sleep(0.2)
+        wait_until_serving(url, server, timeout=120)
         client = LibreTranslateAPI(f"{url}/", api_key="k")
         assert client.translate(SOURCES[0], "digits", "reversed") == alone[SOURCES[0]]
         assert client.languages()[0]["targets"] == ["reversed"]

@@ -71,6 +71,21 @@ async def _phase(url: str, clients: int, seconds: float, sentences, expected, pa
     }
 
 
+def wait_until_serving(url: str, server: subprocess.Popen, timeout: float = 300) -> None:
+    """Returns once `url/health` answers 200; raises with the server's output if it exits or `timeout` passes."""
+    deadline = time.time() + timeout
+    while True:
+        try:
+            if httpx.get(f"{url}/health").status_code == 200:
+                return
+        except httpx.TransportError:
+            pass
+        if server.poll() is not None or time.time() > deadline:
+            output = (server.stderr or server.stdout).read()
+            raise RuntimeError(f"The server did not start:\n{output[-3000:]}")
+        time.sleep(0.2)
+
+
 def server_benchmark(server_command: list[str], model: str, engine: str, source_file: str, pair: tuple[str, str],
                      port: int, clients: int = 32, seconds: float = 60, threads: int = 2) -> dict:
     """Starts `server_command` (which must serve `model` with `engine` on `port`), runs both phases, stops it."""
@@ -81,15 +96,7 @@ def server_benchmark(server_command: list[str], model: str, engine: str, source_
     url = f"http://127.0.0.1:{port}"
     server = subprocess.Popen(server_command, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True)
     try:
-        deadline = time.time() + 300
-        while True:
-            try:
-                if httpx.get(f"{url}/health").status_code == 200:
-                    break
-            except httpx.TransportError:
-                if server.poll() is not None or time.time() > deadline:
-                    raise RuntimeError(f"The server did not start:\n{server.stderr.read()[-3000:]}") from None
-                time.sleep(0.2)
+        wait_until_serving(url, server)
         sequential = asyncio.run(_phase(url, 1, seconds, sentences, expected, pair))
         concurrent = asyncio.run(_phase(url, clients, seconds, sentences, expected, pair))
     finally:
