@@ -35,7 +35,7 @@ def main():
     parser.add_argument("--size", choices=SIZES, default="tiny")
     parser.add_argument("--device", default="cpu")
     parser.add_argument("--dtype", choices=DTYPES, default="fp32")
-    parser.add_argument("--threads", type=int, default=2, help="torch CPU threads")
+    parser.add_argument("--threads", type=int, help="CPU threads (default 2; --server: serve.py's default)")
     parser.add_argument("--repeats", type=int, default=7, help="measured rounds (medians are reported; --serving: the fastest)")
     parser.add_argument("--warmup", type=int, default=2, help="unmeasured rounds first")
     parser.add_argument("--models", nargs="+", choices=MODELS, default=list(MODELS))
@@ -71,6 +71,9 @@ def main():
             parser.error("--server needs --model and --source")
         # Imported here: the server and its load test need the `server` extra, the other modes do not
         from vanilla_transformer.analysis.server_benchmark import format_server_table, serve_command, server_benchmark
+        from vanilla_transformer.serving.server import default_engine_threads
+
+        args.threads = args.threads or default_engine_threads()
 
         serve_script = str(Path(__file__).resolve().parent / "serve.py")
         command = serve_command(serve_script, args.model, args.engine, tuple(args.langs), args.port, args.threads)
@@ -91,6 +94,7 @@ def main():
             with open(args.json, "w") as handle:
                 json.dump(summary, handle, indent=2)
         return
+    args.threads = args.threads or 2
     if args.serving:
         if not (args.model and args.source and args.reference):
             parser.error("--serving needs --model, --source and --reference")

@@ -20,7 +20,7 @@ import uvicorn
 import vanilla_transformer  # noqa: F401  (registers the model with the Auto classes)
 from huggingface_hub import ModelCard
 from vanilla_transformer.serving import ENGINES, load_engine
-from vanilla_transformer.serving.server import ServerSettings, create_app
+from vanilla_transformer.serving.server import ServerSettings, create_app, default_engine_threads
 
 DTYPES = {"float32": torch.float32, "bfloat16": torch.bfloat16, "float16": torch.float16}
 
@@ -55,7 +55,8 @@ def main() -> int:
     parser.add_argument("--max_queued_sentences", type=int, default=4096, help="sentences waiting before 503 + Retry-After")
     parser.add_argument("--device", default="cuda" if torch.cuda.is_available() else "cpu", help="cpu, cuda, cuda:1 ...")
     parser.add_argument("--dtype", choices=DTYPES, default="float32", help="torch engine: weights' precision")
-    parser.add_argument("--threads", type=int, help="CPU threads of the engine (default: torch's)")
+    parser.add_argument("--threads", type=int, default=default_engine_threads(),
+                        help="CPU threads of the engine (default: all cores but one, left to HTTP and tokenizing)")
     parser.add_argument("--revision", help="branch, tag or commit of a Hub model")
     args = parser.parse_args()
     logging.basicConfig(format="%(asctime)s %(levelname)s %(name)s: %(message)s", level=logging.INFO)

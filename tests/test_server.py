@@ -3,6 +3,7 @@ share batches and still get exactly those, bad input and overload get their 4xx 
 answering, an engine failure costs only its request, a real LibreTranslate client works unchanged, and SIGTERM
 finishes the requests in flight."""
 
+import json
 import os
 import signal
 import socket
@@ -223,3 +224,24 @@ def test_a_libretranslate_client_works_unchanged_and_sigterm_finishes_requests_i
     finally:
         server.kill()
         server.wait()
+
+
+def test_the_load_test_counts_every_request_and_compares_every_answer(reverser, tmp_path):
+    """`benchmark.py --server` as the docs run it, in short phases: every request answered, none differing."""
+    source = tmp_path / "sources.txt"
+    source.write_text("\n".join(SOURCES) + "\n")
+    report = tmp_path / "server.json"
+    done = subprocess.run(
+        [sys.executable, SCRIPTS / "benchmark.py", "--server", "--model", reverser, "--source", source, "--langs",
+         "digits", "reversed", "--clients", "8", "--seconds", "3", "--port", str(free_port()), "--json", report],
+        capture_output=True, text=True, timeout=300,
+    )
+    assert done.returncode == 0, done.stderr[-3000:]
+    summary = json.loads(report.read_text())
+    for phase in ("sequential", "concurrent"):
+        row = summary[phase]
+        assert row["requests"] > 0 and row["errors"] == row["lost"] == row["different_from_translate"] == 0, row
+        assert row["latency_p50_ms"] <= row["latency_p95_ms"] <= row["latency_p99_ms"]
+    assert summary["concurrent"]["clients"] == 8
+    assert summary["engine_alone"]["batched_sentences_per_second"] > 0
+    assert "batching across requests" in done.stdout

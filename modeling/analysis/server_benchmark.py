@@ -7,6 +7,8 @@ its own process, the clients in this one (asyncio, one connection each).
 Every answer is compared with what `translate()` gives for that sentence in this process, on the same engine; an
 answer that differs, an error status and a request that got no answer are counted. Reported per phase: requests/s,
 sentences/s, latency p50 / p95 / p99, errors, lost; and the concurrent phase's sentences/s over the sequential one's.
+The engine alone, in this process before the server starts, gives what batching can gain at most: its sentences/s
+over the test set batched by `translate()` against 100 sentences translated one call each.
 """
 
 import asyncio
@@ -91,7 +93,13 @@ def server_benchmark(server_command: list[str], model: str, engine: str, source_
     """Starts `server_command` (which must serve `model` with `engine` on `port`), runs both phases, stops it."""
     sentences = [line for line in read_lines(source_file) if line.strip()]
     reference, tokenizer = load_engine(model, engine, threads=threads)
+    began = time.perf_counter()
     expected = list(translate(reference, tokenizer, sentences))
+    batched = len(sentences) / (time.perf_counter() - began)
+    began = time.perf_counter()
+    for sentence in sentences[:100]:
+        list(translate(reference, tokenizer, [sentence]))
+    one_by_one = min(100, len(sentences)) / (time.perf_counter() - began)
     del reference
     url = f"http://127.0.0.1:{port}"
     server = subprocess.Popen(server_command, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True)
@@ -104,6 +112,9 @@ def server_benchmark(server_command: list[str], model: str, engine: str, source_
         server.wait(timeout=120)
     return {
         "model": model, "engine": engine, "threads": threads, "sentences": len(sentences),
+        "engine_alone": {"one_by_one_sentences_per_second": round(one_by_one, 1),
+                         "batched_sentences_per_second": round(batched, 1),
+                         "batching_speedup": round(batched / one_by_one, 2)},
         "sequential": sequential, "concurrent": concurrent,
         "batching_speedup": round(concurrent["sentences_per_second"] / sequential["sentences_per_second"], 2),
     }
@@ -122,7 +133,10 @@ def format_server_table(summaries: list[dict]) -> str:
                 f"{row['latency_p50_ms']} | {row['latency_p95_ms']} | {row['latency_p99_ms']} | {row['errors']} | "
                 f"{row['different_from_translate']} | {row['lost']} |"
             )
+        alone = summary["engine_alone"]
         lines.append(f"| {summary['engine']}: batching across requests | | | {summary['batching_speedup']}x | | | | | | |")
+        lines.append(f"| {summary['engine']} alone, no HTTP: one by one -> batched | | | {alone['one_by_one_sentences_per_second']}"
+                     f" -> {alone['batched_sentences_per_second']} ({alone['batching_speedup']}x) | | | | | | |")
     return "\n".join(lines)
 
 
