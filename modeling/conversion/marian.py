@@ -11,6 +11,7 @@ permuting the d_model side of every weight gives a Marian model with exactly our
 import torch
 from transformers import MarianConfig, MarianMTModel
 
+from ..configuration_vanilla_transformer import VanillaTransformerConfig
 from ..modeling_vanilla_transformer import VanillaTransformerForConditionalGeneration
 
 
@@ -19,14 +20,9 @@ def marian_permutation(d_model: int) -> torch.Tensor:
     return torch.cat([torch.arange(0, d_model, 2), torch.arange(1, d_model, 2)])
 
 
-def to_marian(model: VanillaTransformerForConditionalGeneration) -> MarianMTModel:
-    """A `MarianMTModel` computing the same logits as `model` (post-LN, sinusoidal positions; refused otherwise)."""
-    config = model.config
-    if config.normalize_before or config.add_final_layer_norm:
-        raise ValueError("MarianMTModel is post-LN without a final LayerNorm: a normalize_before / add_final_layer_norm model has no Marian equivalent.")
-    if config.position_embedding_type != "sinusoidal":
-        raise ValueError("MarianMTModel has sinusoidal positions only; this model learned its positions.")
-    marian = MarianMTModel(MarianConfig(
+def marian_config(config: VanillaTransformerConfig) -> MarianConfig:
+    """The `MarianConfig` of the same dimensions, vocabularies and special tokens as `config`."""
+    return MarianConfig(
         vocab_size=config.vocab_size, decoder_vocab_size=config.decoder_vocab_size, d_model=config.d_model,
         encoder_layers=config.encoder_layers, decoder_layers=config.decoder_layers,
         encoder_attention_heads=config.encoder_attention_heads, decoder_attention_heads=config.decoder_attention_heads,
@@ -38,7 +34,17 @@ def to_marian(model: VanillaTransformerForConditionalGeneration) -> MarianMTMode
         decoder_start_token_id=config.decoder_start_token_id, forced_eos_token_id=None,
         share_encoder_decoder_embeddings=config.share_encoder_decoder_embeddings,
         tie_word_embeddings=config.tie_word_embeddings,
-    ))
+    )
+
+
+def to_marian(model: VanillaTransformerForConditionalGeneration) -> MarianMTModel:
+    """A `MarianMTModel` computing the same logits as `model` (post-LN, sinusoidal positions; refused otherwise)."""
+    config = model.config
+    if config.normalize_before or config.add_final_layer_norm:
+        raise ValueError("MarianMTModel is post-LN without a final LayerNorm: a normalize_before / add_final_layer_norm model has no Marian equivalent.")
+    if config.position_embedding_type != "sinusoidal":
+        raise ValueError("MarianMTModel has sinusoidal positions only; this model learned its positions.")
+    marian = MarianMTModel(marian_config(config))
     marian.set_attn_implementation(model.config._attn_implementation)
     p = marian_permutation(config.d_model)
     ours = model.model

@@ -14,17 +14,11 @@ from dataclasses import dataclass
 from pathlib import Path
 
 import torch
-from torch import nn
-from transformers import AutoModelForSeq2SeqLM, AutoTokenizer, GenerationConfig, PreTrainedModel
-from transformers.generation import GenerationMixin
-from transformers.modeling_outputs import BaseModelOutput, Seq2SeqLMOutput
+from transformers import AutoModelForSeq2SeqLM, AutoTokenizer, GenerationConfig
 
-from ..configuration_vanilla_transformer import VanillaTransformerConfig
-from ..modeling_vanilla_transformer import VanillaTransformerForConditionalGeneration
 
 ENGINES = ("auto", "torch", "ctranslate2", "onnxruntime")
 EXPORT_INFO = "export.json"  # what an exported folder is: its format and the model's config
-ONNX_GRAPHS = ("encoder.onnx", "decoder_step.onnx")
 
 
 @dataclass
@@ -135,7 +129,7 @@ def read_export_info(path: str | Path) -> dict:
 def detect_engine(path: str | Path) -> str:
     """The engine for a model folder: the export's format for an exported folder, else PyTorch."""
     if (Path(path) / EXPORT_INFO).is_file():
-        return {"ctranslate2": "ctranslate2", "onnx": "onnxruntime"}[read_export_info(path)["format"]]
+        return {"ctranslate2": "ctranslate2", "onnx": "onnxruntime", "web": "onnxruntime"}[read_export_info(path)["format"]]
     return "torch"
 
 
@@ -158,74 +152,8 @@ def load_engine(path: str, engine: str = "auto", device: str = "cpu", dtype: tor
     if engine == "ctranslate2":
         return CTranslate2Engine(path, tokenizer, device=device.split(":")[0], threads=threads), tokenizer
     if engine == "onnxruntime":
+        from .onnx_engine import OnnxRuntimeSeq2SeqLM
+
         return GenerateEngine(OnnxRuntimeSeq2SeqLM(path, threads=threads)), tokenizer
     model = AutoModelForSeq2SeqLM.from_pretrained(path, revision=revision, dtype=dtype).to(device).eval()
     return GenerateEngine(model), tokenizer
-
-
-@dataclass
-class EncoderKeysValues(BaseModelOutput):
-    """The encoder graph's output as `generate()` carries it: a batch-first tensor, expanded for beams like any."""
-
-    cross_keys_values: torch.Tensor | None = None
-
-
-class OnnxRuntimeEncoder(nn.Module):
-    def __init__(self, session):
-        super().__init__()
-        self.session = session
-
-    def forward(self, input_ids: torch.Tensor, attention_mask: torch.Tensor, **kwargs) -> EncoderKeysValues:
-        inputs = {"input_ids": input_ids.numpy(), "attention_mask": attention_mask.numpy()}
-        return EncoderKeysValues(cross_keys_values=torch.from_numpy(self.session.run(None, inputs)[0]))
-
-
-class OnnxRuntimeSeq2SeqLM(PreTrainedModel, GenerationMixin):
-    """The model of an exported ONNX folder as `generate()` sees it: the encoder graph behind `get_encoder()`, a
-    decoding step behind `forward`, the decoder's keys/values in the library's `EncoderDecoderCache` (reordered for
-    beam search by the library), so that greedy and beam search are transformers' own."""
-
-    config_class = VanillaTransformerConfig
-    main_input_name = "input_ids"
-
-    def __init__(self, path: str | Path, threads: int | None = None):
-        import onnxruntime
-
-        info = read_export_info(path)
-        super().__init__(VanillaTransformerConfig.from_dict(info["config"]))
-        self.generation_config = GenerationConfig.from_pretrained(path)
-        options = onnxruntime.SessionOptions()
-        options.intra_op_num_threads = threads or torch.get_num_threads()
-        options.inter_op_num_threads = 1
-        self.sessions = {
-            name: onnxruntime.InferenceSession(str(Path(path) / name), options, providers=["CPUExecutionProvider"])
-            for name in ONNX_GRAPHS
-        }
-        self.post_init()
-
-    @property
-    def device(self) -> torch.device:
-        return torch.device("cpu")
-
-    def get_encoder(self, modality=None):
-        return OnnxRuntimeEncoder(self.sessions["encoder.onnx"])
-
-    def forward(self, decoder_input_ids, attention_mask, encoder_outputs: EncoderKeysValues, cache=None, **kwargs):
-        cross = encoder_outputs.cross_keys_values
-        batch, layers2, heads, _, head_dim = cross.shape
-        self_cache = cache.self_attention_cache
-        if self_cache.get_seq_length() > 0:
-            past = torch.stack([state for layer in self_cache.layers for state in (layer.keys, layer.values)], dim=1)
-        else:
-            past = cross.new_zeros(batch, layers2, heads, 0, head_dim)
-        logits, new = self.sessions["decoder_step.onnx"].run(None, {
-            "decoder_input_ids": decoder_input_ids.numpy(), "encoder_attention_mask": attention_mask.numpy(),
-            "cross_keys_values": cross.numpy(), "past_keys_values": past.numpy(),
-        })
-        new = torch.from_numpy(new)
-        for i in range(layers2 // 2):
-            self_cache.update(new[:, 2 * i], new[:, 2 * i + 1], i)
-        return Seq2SeqLMOutput(logits=torch.from_numpy(logits)[:, None], cache=cache)
-
-    # The same cache layout as the PyTorch model's, reordered the same way for beam search
-    _reorder_cache = VanillaTransformerForConditionalGeneration._reorder_cache

@@ -1,41 +1,47 @@
 """Exports of a trained model to the engines people deploy with, each a folder that translates on its own.
 
-`export_model(model_dir, "ctranslate2" | "onnx", output_dir)` writes the engine's files, the tokenizer, the generation
-settings and `export.json` (the format and the model's config); `serving.engines.load_engine` then serves the folder.
-CTranslate2 gets the model through its own converter (`TransformersConverter`, with the loader registered below);
-ONNX gets graphs exported by `torch.onnx` from the model's own code (see `export_onnx`).
+`export_model(model_dir, "ctranslate2" | "onnx" | "web", output_dir)` writes the engine's files, the tokenizer, the
+generation settings and `export.json` (the format and the model's config); `serving.engines.load_engine` then serves
+the folder. CTranslate2 gets the model through its own converter (`TransformersConverter`, with the loader registered
+below). ONNX gets graphs exported by `torch.onnx` from the model's own code in the layout of the Hugging Face
+ecosystem (`serving.onnx_export`), with a `config.json` that transformers.js reads as `MarianMTModel`'s, whose
+architecture ours is; "web" adds a page that translates in the browser with transformers.js (`serving.web_page`).
 """
 
-import contextlib
 import json
-import logging
 import tempfile
-import warnings
 from pathlib import Path
 
 import torch
 from torch import nn
 from transformers import AutoModelForSeq2SeqLM, AutoTokenizer
-from transformers.cache_utils import DynamicCache, EncoderDecoderCache
 
 from ..configuration_vanilla_transformer import VanillaTransformerConfig
-from ..modeling_vanilla_transformer import PackedTokens, VanillaTransformerForConditionalGeneration
+from ..conversion.marian import marian_config
+from ..modeling_vanilla_transformer import VanillaTransformerForConditionalGeneration
 from .engines import EXPORT_INFO
+from .onnx_export import export_onnx
 
-EXPORT_FORMATS = ("ctranslate2", "onnx")
+EXPORT_FORMATS = ("ctranslate2", "onnx", "web")
 CTRANSLATE2_QUANTIZATIONS = ("float32", "int8", "int8_float32", "int8_float16", "float16", "bfloat16")
+ONNX_QUANTIZATIONS = ("float32", "int8")  # int8: the float32 graphs and `*_quantized.onnx` beside them
 
 
 def export_model(model_dir: str, format: str, output_dir: str, quantization: str | None = None,
-                 revision: str | None = None) -> Path:
+                 revision: str | None = None, transformers_js: str | None = None) -> Path:
     """Exports a saved model (a folder or a Hub id, with its tokenizer) to `output_dir`, which then translates on its
-    own through `load_engine`. `quantization` is CTranslate2's (int8, float16, ...; default float32)."""
+    own through `load_engine`. `quantization`: CTranslate2's (int8, float16, ...; default float32), or int8 for onnx
+    and web (int8 graphs beside the float32 ones; engines and the page then run the int8 ones). "web" needs
+    `transformers_js`, an installed `@huggingface/transformers` npm package, whose files the page carries."""
     if format not in EXPORT_FORMATS:
         raise ValueError(f"Unknown export format {format!r}; choose one of {', '.join(EXPORT_FORMATS)}.")
-    if quantization is not None and format != "ctranslate2":
-        raise ValueError("--quantization applies to the ctranslate2 format only; ONNX graphs are exported in float32.")
-    if quantization is not None and quantization not in CTRANSLATE2_QUANTIZATIONS:
-        raise ValueError(f"Unknown quantization {quantization!r}; choose one of {', '.join(CTRANSLATE2_QUANTIZATIONS)}.")
+    allowed = CTRANSLATE2_QUANTIZATIONS if format == "ctranslate2" else ONNX_QUANTIZATIONS
+    if quantization is not None and quantization not in allowed:
+        raise ValueError(f"Unknown quantization {quantization!r} for {format}; choose one of {', '.join(allowed)}.")
+    if format == "web":
+        from .web_page import find_transformers_js
+
+        library = find_transformers_js(transformers_js)  # refused before anything is exported
     output = Path(output_dir)
     if output.exists() and (not output.is_dir() or (any(output.iterdir()) and not (output / EXPORT_INFO).is_file())):
         raise ValueError(
@@ -57,15 +63,29 @@ def export_model(model_dir: str, format: str, output_dir: str, quantization: str
             converter.convert(str(staged), quantization=quantization)
         else:
             staged.mkdir()
-            export_onnx(model, staged)
+            export_onnx(model, staged, quantize=quantization == "int8")
+            (staged / "config.json").write_text(json.dumps(web_config(model.config, quantization), indent=2) + "\n")
         tokenizer.save_pretrained(staged)
         model.generation_config.save_pretrained(staged)
+        if format == "web":
+            from .web_page import write_page
+
+            write_page(staged, library)
         info = {"format": format, "quantization": quantization or "float32", "config": model.config.to_dict()}
         (staged / EXPORT_INFO).write_text(json.dumps(info, indent=2) + "\n")
         if output.exists():
             output.rename(Path(scratch) / "replaced")
         staged.rename(output)
     return output
+
+
+def web_config(config: VanillaTransformerConfig, quantization: str | None) -> dict:
+    """`config.json` as transformers.js reads it: `MarianMTModel`'s (the same architecture: its dimensions, layer and
+    head counts, special tokens), and which graphs to run by default (int8 where the export has them)."""
+    marian = marian_config(config).to_dict()
+    marian["architectures"] = ["MarianMTModel"]
+    marian["transformers.js_config"] = {"dtype": "q8" if quantization == "int8" else "fp32"}
+    return marian
 
 
 def check_ctranslate2_support(config: VanillaTransformerConfig) -> None:
@@ -172,109 +192,3 @@ try:
     _ctranslate2_loader()
 except ImportError:  # CTranslate2 is the optional [serving] extra
     pass
-
-
-class EncoderGraph(nn.Module):
-    """The encoder, and the keys and values that every decoder layer's cross-attention takes from its output:
-    computed once per sentence, as `EncoderDecoderCache` holds them in PyTorch."""
-
-    def __init__(self, model: VanillaTransformerForConditionalGeneration):
-        super().__init__()
-        self.model = model
-
-    def forward(self, input_ids: torch.Tensor, attention_mask: torch.Tensor) -> torch.Tensor:
-        memory = self.model.model.encoder(input_ids=input_ids, attention_mask=attention_mask).last_hidden_state
-        tokens = PackedTokens(attention_mask, *memory.shape[:2])
-        keys_values = []
-        for layer in self.model.model.decoder.layers:
-            keys_values += layer.cross_attn.project_keys_values(tokens.pack(memory), tokens)
-        return torch.stack(keys_values, dim=1)  # (batch, 2 * layers, heads, source_seq, head_dim)
-
-
-class DecoderStepGraph(nn.Module):
-    """One decoding step: the new target tokens, the cross-attention keys/values of `EncoderGraph`, and the
-    decoder's own keys/values of the past positions -> the next-token logits and the new positions' keys/values.
-    Keys and values of all layers travel stacked, K and V of layer i at 2i and 2i + 1."""
-
-    def __init__(self, model: VanillaTransformerForConditionalGeneration):
-        super().__init__()
-        self.model = model
-
-    def forward(self, decoder_input_ids, encoder_attention_mask, cross_keys_values, past_keys_values):
-        cache = EncoderDecoderCache(DynamicCache(), DynamicCache())
-        for i in range(len(self.model.model.decoder.layers)):
-            cache.self_attention_cache.update(past_keys_values[:, 2 * i], past_keys_values[:, 2 * i + 1], i)
-            cache.cross_attention_cache.update(cross_keys_values[:, 2 * i], cross_keys_values[:, 2 * i + 1], i)
-            cache.is_updated[i] = True
-        batch, _, heads, source_seq, head_dim = cross_keys_values.shape
-        # The cached cross-attention keys/values stand for the encoder output, of which only the shape is read
-        memory = cross_keys_values.new_zeros(batch, source_seq, heads * head_dim)
-        outputs = self.model(
-            attention_mask=encoder_attention_mask, decoder_input_ids=decoder_input_ids,
-            encoder_outputs=(memory,), cache=cache, use_cache=True, logits_to_keep=1,
-        )
-        past = past_keys_values.shape[3]
-        new = [state[:, :, past:] for layer in cache.self_attention_cache.layers for state in (layer.keys, layer.values)]
-        return outputs.logits[:, -1], torch.stack(new, dim=1)  # (batch, vocab), (batch, 2 * layers, heads, new, head_dim)
-
-
-def export_onnx(model: VanillaTransformerForConditionalGeneration, output_dir: Path) -> None:
-    """Writes `encoder.onnx` and `decoder_step.onnx` (see the graphs above), with dynamic batch, source, target and
-    past lengths, through the `torch.onnx` exporter (torch.export underneath), and checks them on ONNX Runtime
-    against the model: an export that computes something else is refused before anyone serves it."""
-    import onnxruntime
-
-    config = model.config
-    layers, heads, head_dim = config.decoder_layers, config.decoder_attention_heads, config.d_model // config.decoder_attention_heads
-    # Example sizes other than 0 and 1, which the exporter would take for constants
-    batch, source, past, new = torch.export.Dim("batch"), torch.export.Dim("source_seq"), torch.export.Dim("past_seq", min=0), torch.export.Dim("new_seq")
-    generator = torch.Generator().manual_seed(0)
-    input_ids = torch.randint(4, config.vocab_size, (3, 7), generator=generator)
-    attention_mask = torch.tensor([[1] * 7, [1] * 5 + [0] * 2, [1] * 3 + [0] * 4])
-    encoder, step = EncoderGraph(model).eval(), DecoderStepGraph(model).eval()
-    with torch.no_grad():
-        cross = encoder(input_ids, attention_mask)
-        step_inputs = (
-            torch.randint(4, config.decoder_vocab_size, (3, 2), generator=generator), attention_mask, cross,
-            torch.randn(3, 2 * layers, heads, 4, head_dim, generator=generator),
-        )
-        expected = {"encoder.onnx": (cross,), "decoder_step.onnx": step(*step_inputs)}
-    exports = {
-        "encoder.onnx": (encoder, (input_ids, attention_mask), ["input_ids", "attention_mask"], ["cross_keys_values"],
-                         {"input_ids": {0: batch, 1: source}, "attention_mask": {0: batch, 1: source}}),
-        "decoder_step.onnx": (
-            step, step_inputs, ["decoder_input_ids", "encoder_attention_mask", "cross_keys_values", "past_keys_values"],
-            ["logits", "new_keys_values"],
-            {"decoder_input_ids": {0: batch, 1: new}, "encoder_attention_mask": {0: batch, 1: source},
-             "cross_keys_values": {0: batch, 3: source}, "past_keys_values": {0: batch, 3: past}},
-        ),
-    }
-    for name, (module, inputs, input_names, output_names, dynamic_shapes) in exports.items():
-        # The exporter reports every step and every operator library it skips: noise for whoever exports a model
-        with torch.no_grad(), warnings.catch_warnings(), _quiet("torch.onnx"):
-            warnings.simplefilter("ignore")
-            torch.onnx.export(
-                module, inputs, str(output_dir / name), input_names=input_names, output_names=output_names,
-                dynamic_shapes=dynamic_shapes, dynamo=True, external_data=False, verbose=False,
-            )
-        session = onnxruntime.InferenceSession(str(output_dir / name), providers=["CPUExecutionProvider"])
-        got = session.run(None, {key: value.numpy() for key, value in zip(input_names, inputs)})
-        for want, have in zip(expected[name], got):
-            if not torch.allclose(torch.from_numpy(have), want, atol=1e-4, rtol=1e-4):
-                raise RuntimeError(
-                    f"The exported {name} computes something else than the model (largest difference "
-                    f"{(torch.from_numpy(have) - want).abs().max():.2e}); please report this with your config.json."
-                )
-
-
-@contextlib.contextmanager
-def _quiet(logger_name: str):
-    logger = logging.getLogger(logger_name)
-    level = logger.level
-    logger.setLevel(logging.ERROR)
-    try:
-        yield
-    finally:
-        logger.setLevel(level)
-
-

@@ -1,0 +1,21 @@
+// Translates the lines of a file with transformers.js in Node, from a web export on disk and nothing else:
+//   node translate.mjs EXPORT_DIR INPUT.txt OUTPUT.json [fp32|q8]
+// One sentence per call: in a batch, transformers.js keeps decoding a finished row until every row ends.
+// Writes {"translations": [...], "seconds": ...} (seconds: the translations only, the model already loaded).
+import { readFileSync, writeFileSync } from 'node:fs';
+import path from 'node:path';
+import { env, pipeline } from '@huggingface/transformers';
+
+const [exportDir, input, output, dtype = 'fp32'] = process.argv.slice(2);
+env.allowRemoteModels = false;
+env.localModelPath = path.dirname(path.resolve(exportDir));
+const translator = await pipeline('translation', path.basename(path.resolve(exportDir)), { dtype });
+const lines = readFileSync(input, 'utf8').split('\n');
+if (lines.at(-1) === '') lines.pop();
+const began = performance.now();
+const translations = [];
+for (const line of lines) {
+  translations.push(line.trim() ? (await translator(line, { num_beams: 1 }))[0].translation_text : '');
+}
+const seconds = (performance.now() - began) / 1000;
+writeFileSync(output, JSON.stringify({ translations, seconds }));
