@@ -11,6 +11,7 @@
 
 import argparse
 import json
+import shutil
 import tempfile
 from pathlib import Path
 
@@ -99,7 +100,11 @@ def main():
         if not (args.model and args.source and args.reference):
             parser.error("--serving needs --model, --source and --reference")
         with tempfile.TemporaryDirectory() as scratch:
-            summary = serving_benchmark(args.model, args.source, args.reference, args.export_dir or scratch, args.threads, repeats=args.repeats)
+            # transformers.js in Node too, where the tests' install of it is (npm ci --prefix tests/web)
+            script = Path(__file__).resolve().parent.parent / "tests" / "web" / "translate.mjs"
+            node = shutil.which("node") and (script.parent / "node_modules" / "@huggingface" / "transformers").is_dir()
+            summary = serving_benchmark(args.model, args.source, args.reference, args.export_dir or scratch, args.threads,
+                                        repeats=args.repeats, transformers_js_script=str(script) if node else None)
         print(format_serving_table(summary))
         if args.json:
             with open(args.json, "w") as handle:

@@ -1,6 +1,7 @@
 """Serving: translate() batches without changing a translation, every engine translates as PyTorch does, exports
 cover or refuse every config variant, and the translation CLI gives one line per input line whatever the input."""
 
+import shutil
 import subprocess
 import sys
 from pathlib import Path
@@ -251,8 +252,11 @@ def test_the_serving_benchmark_compares_every_path_on_the_same_sentences(reverse
     sources = SOURCES[:30]
     (tmp_path / "test.src").write_text("\n".join(sources) + "\n")
     (tmp_path / "test.ref").write_text("\n".join(s[::-1] for s in sources) + "\n")
+    node_script = Path(__file__).resolve().parent / "web" / "translate.mjs"
+    with_node = shutil.which("node") and (node_script.parent / "node_modules" / "@huggingface" / "transformers").is_dir()
     summary = serving_benchmark(
-        str(reverser), tmp_path / "test.src", tmp_path / "test.ref", exports["ctranslate2"].parent, threads=1, beams=(2, 1)
+        str(reverser), tmp_path / "test.src", tmp_path / "test.ref", exports["ctranslate2"].parent, threads=1, beams=(2, 1),
+        transformers_js_script=str(node_script) if with_node else None,
     )
     for mode in ("beam2", "greedy"):
         entry = summary["results"][mode]
@@ -260,7 +264,11 @@ def test_the_serving_benchmark_compares_every_path_on_the_same_sentences(reverse
         # Marian holds the same weights and runs the same generate(): the same translations
         assert entry["marian"]["identical_to_translate"] == entry["input-order loop"]["identical_to_translate"] == 30
         assert entry["translate"]["chrf"] > 80  # one-word lines: BLEU's 4-grams find nothing to count
-        assert set(entry["ratios"]) >= {"translate_speedup_over_input_order_loop", "translate_time_over_ctranslate2_float32"}
+        assert set(entry["ratios"]) >= {"translate_speedup_over_input_order_loop", "translate_time_over_ctranslate2_float32",
+                                        "onnxruntime_speedup_over_translate", "onnxruntime_int8_speedup_over_translate"}
+    assert entry["onnxruntime"]["identical_to_translate"] == 30
+    if with_node:  # transformers.js decodes greedily: exactly translate()'s greedy lines
+        assert entry["transformers.js"]["identical_to_translate"] == 30
 
 
 def test_a_person_typing_gets_each_translation_at_once(reverser):

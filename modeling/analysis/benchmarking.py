@@ -310,7 +310,22 @@ def profile_generation(
 
 
 
-SERVING_PATHS = ("translate", "input-order loop", "marian", "ctranslate2-float32", "ctranslate2-int8", "onnxruntime")
+SERVING_PATHS = ("translate", "input-order loop", "marian", "ctranslate2-float32", "ctranslate2-int8", "onnxruntime",
+                 "onnxruntime-int8")
+TRANSFORMERS_JS_PATHS = ("transformers.js", "transformers.js-int8")  # greedy only, where Node runs it
+
+
+def transformers_js_translate(script: str, folder: Path, sentences: list[str], dtype: str) -> tuple[list[str], float]:
+    """Translations and seconds (the model loaded) of transformers.js in Node over an ONNX export, one sentence per
+    call (tests/web/translate.mjs)."""
+    import tempfile
+
+    with tempfile.TemporaryDirectory() as scratch:
+        source, output = Path(scratch) / "source.txt", Path(scratch) / "output.json"
+        source.write_text("\n".join(sentences) + "\n")
+        subprocess.run(["node", script, str(folder), str(source), str(output), dtype], check=True, capture_output=True)
+        result = json.loads(output.read_text())
+    return result["translations"], result["seconds"]
 
 
 def input_order_loop(model, tokenizer, sentences: list[str], num_beams: int, batch_size: int = 32) -> list[str]:
@@ -326,20 +341,23 @@ def input_order_loop(model, tokenizer, sentences: list[str], num_beams: int, bat
 
 
 def serving_benchmark(model_dir: str, source_file: str, reference_file: str, export_dir: str, threads: int,
-                      beams=(4, 1), repeats: int = 1) -> dict:
+                      beams=(4, 1), repeats: int = 1, transformers_js_script: str | None = None) -> dict:
     """The real workload: translating a test set with a trained model, every path on the same sentences, in one
     process, interleaved (all paths for one beam size, then the next, `repeats` times; the fastest run counts):
     our `translate()` (sorted by length, token budgets) on PyTorch, the input-order loop of `generate()` calls,
     `MarianMTModel` holding the same weights (through `translate()`, so that the models alone differ), CTranslate2
-    float32 and int8 and ONNX Runtime over our exports (through `translate()`). Figures: seconds, translated
-    tokens per second, BLEU / chrF against the references, and lines identical to our `translate()`."""
+    float32 and int8 and ONNX Runtime float32 and int8 over our exports (through `translate()`); with
+    `transformers_js_script` (and `node`), transformers.js in Node over the ONNX export, greedy, one sentence per
+    call. Figures: seconds, translated tokens per second, BLEU / chrF against the references, and lines identical to
+    our `translate()`."""
     torch.set_num_threads(threads)
     sources, references = read_lines(source_file), read_lines(reference_file)
     tokenizer = AutoTokenizer.from_pretrained(model_dir)
     model = AutoModelForSeq2SeqLM.from_pretrained(model_dir).eval()
     marian = to_marian(model)
     folders = {}
-    for name, fmt, quantization in (("ctranslate2-float32", "ctranslate2", None), ("ctranslate2-int8", "ctranslate2", "int8"), ("onnxruntime", "onnx", None)):
+    for name, fmt, quantization in (("ctranslate2-float32", "ctranslate2", None), ("ctranslate2-int8", "ctranslate2", "int8"),
+                                    ("onnxruntime", "onnx", None), ("onnxruntime-int8", "onnx", "int8")):
         folders[name] = Path(export_dir) / name
         if not (folders[name] / "export.json").is_file():
             export_model(model_dir, fmt, folders[name], quantization)
@@ -364,8 +382,12 @@ def serving_benchmark(model_dir: str, source_file: str, reference_file: str, exp
                 start = time.perf_counter()
                 outputs[name] = function(sources, beams)
                 runs[name].append(time.perf_counter() - start)
+        if beams == 1 and transformers_js_script:
+            for name, dtype in zip(TRANSFORMERS_JS_PATHS, ("fp32", "q8")):
+                outputs[name], seconds = transformers_js_translate(transformers_js_script, folders["onnxruntime-int8"], sources, dtype)
+                runs[name] = [seconds]
         entry = {}
-        for name in paths:
+        for name in runs:
             seconds = min(runs[name])
             tokens = sum(len(ids) for ids in tokenizer(outputs[name], add_special_tokens=False)["input_ids"])
             scores = metric.compute(predictions=outputs[name], references=[[r] for r in references])
@@ -379,6 +401,9 @@ def serving_benchmark(model_dir: str, source_file: str, reference_file: str, exp
             "ctranslate2_int8_speedup_over_input_order_loop": entry["input-order loop"]["seconds"] / entry["ctranslate2-int8"]["seconds"],
             "ctranslate2_int8_bleu_minus_translate": entry["ctranslate2-int8"]["bleu"] - entry["translate"]["bleu"],
             "translate_speedup_over_marian": entry["marian"]["seconds"] / entry["translate"]["seconds"],
+            "onnxruntime_speedup_over_translate": entry["translate"]["seconds"] / entry["onnxruntime"]["seconds"],
+            "onnxruntime_int8_speedup_over_translate": entry["translate"]["seconds"] / entry["onnxruntime-int8"]["seconds"],
+            "onnxruntime_int8_bleu_minus_translate": entry["onnxruntime-int8"]["bleu"] - entry["translate"]["bleu"],
         }
         summary["results"][f"beam{beams}" if beams > 1 else "greedy"] = entry
     return summary
@@ -388,7 +413,9 @@ def format_serving_table(summary: dict) -> str:
     lines = [f"{summary['model']}: {summary['sentences']} sentences, {summary['threads']} threads"]
     for mode, entry in summary["results"].items():
         lines.append(f"{mode:<22} {'seconds':>8} {'tokens/s':>9} {'BLEU':>6} {'chrF':>6} {'identical':>10}")
-        for name in SERVING_PATHS:
+        for name in (*SERVING_PATHS, *TRANSFORMERS_JS_PATHS):
+            if name not in entry:
+                continue
             r = entry[name]
             lines.append(
                 f"  {name:<20} {r['seconds']:>8.2f} {r['tokens_per_second']:>9.0f} {r['bleu']:>6.1f} {r['chrf']:>6.1f} "
