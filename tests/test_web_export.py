@@ -126,3 +126,16 @@ def test_a_web_export_without_transformers_js_is_refused_naming_the_fix(reverser
     with pytest.raises(ValueError, match="npm install @huggingface/transformers"):
         export_model(str(reverser), "web", tmp_path / "web", transformers_js=str(tmp_path / "nowhere"))
     assert not (tmp_path / "web").exists()
+
+
+def test_an_export_of_the_old_onnx_layout_is_refused_naming_the_fix(reverser, tmp_path):
+    folder = tmp_path / "old-onnx"
+    folder.mkdir()
+    (folder / "decoder_step.onnx").write_bytes(b"")
+    (folder / "encoder.onnx").write_bytes(b"")
+    config = json.loads((reverser / "config.json").read_text())
+    (folder / "export.json").write_text(json.dumps({"format": "onnx", "quantization": "float32", "config": config}))
+    for name in ("tokenizer.json", "tokenizer_config.json", "generation_config.json"):
+        shutil.copyfile(reverser / name, folder / name)
+    with pytest.raises(ValueError, match="earlier layout.*export the saved model again"):
+        load_engine(str(folder))

@@ -154,6 +154,6 @@ def load_engine(path: str, engine: str = "auto", device: str = "cpu", dtype: tor
     if engine == "onnxruntime":
         from .onnx_engine import OnnxRuntimeSeq2SeqLM
 
-        return GenerateEngine(OnnxRuntimeSeq2SeqLM(path, threads=threads)), tokenizer
+        return GenerateEngine(OnnxRuntimeSeq2SeqLM(path, read_export_info(path), threads=threads)), tokenizer
     model = AutoModelForSeq2SeqLM.from_pretrained(path, revision=revision, dtype=dtype).to(device).eval()
     return GenerateEngine(model), tokenizer

@@ -19,7 +19,6 @@ from transformers.modeling_outputs import BaseModelOutput, Seq2SeqLMOutput
 
 from ..configuration_vanilla_transformer import VanillaTransformerConfig
 from ..modeling_vanilla_transformer import VanillaTransformerForConditionalGeneration
-from .engines import read_export_info
 from .onnx_export import DECODER_FILE, ENCODER_FILE, cache_names, quantized_name
 
 NUMPY_TYPES = {torch.float32: np.float32, torch.int64: np.int64, torch.bool: np.bool_}
@@ -67,10 +66,15 @@ class OnnxRuntimeSeq2SeqLM(PreTrainedModel, GenerationMixin):
     config_class = VanillaTransformerConfig
     main_input_name = "input_ids"
 
-    def __init__(self, path: str | Path, threads: int | None = None):
+    def __init__(self, path: str | Path, info: dict, threads: int | None = None):
+        """`info`: the folder's export.json (`engines.read_export_info`)."""
         import onnxruntime
 
-        info = read_export_info(path)
+        if (Path(path) / "decoder_step.onnx").is_file():
+            raise ValueError(
+                f"{path} holds an ONNX export of the earlier layout (encoder.onnx, decoder_step.onnx), which this "
+                "version no longer runs: export the saved model again with `scripts/export.py --format onnx`."
+            )
         super().__init__(VanillaTransformerConfig.from_dict(info["config"]))
         self.generation_config = GenerationConfig.from_pretrained(path)
         options = onnxruntime.SessionOptions()
