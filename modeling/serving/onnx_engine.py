@@ -80,6 +80,7 @@ class OnnxRuntimeSeq2SeqLM(PreTrainedModel, GenerationMixin):
         options = onnxruntime.SessionOptions()
         options.intra_op_num_threads = threads or torch.get_num_threads()
         options.inter_op_num_threads = 1
+        options.add_session_config_entry("session.intra_op.allow_spinning", "0")
         files = [ENCODER_FILE, DECODER_FILE]
         if info["quantization"] == "int8":
             files = [quantized_name(file) for file in files]

@@ -128,7 +128,13 @@ def export_onnx(model: VanillaTransformerForConditionalGeneration, output_dir: P
             check_graph(path, dict(zip(input_names, inputs)), expected, name)
             exported[name] = path
             if quantize:
-                exported[f"{name}{QUANTIZED_SUFFIX}"] = quantize_graph(path, dict(zip(input_names, inputs)), expected, name)
+                to_quantize = path
+                if name != "encoder":  # in float32 the Transpose costs less than gathering columns; in int8, see below
+                    to_quantize = path.with_name(f"{name}-transposed.onnx")
+                    onnx.save(transposed_once(onnx.load(path)), to_quantize)
+                    check_graph(to_quantize, dict(zip(input_names, inputs)), expected, name)
+                quantized = quantize_graph(to_quantize, dict(zip(input_names, inputs)), expected, name)
+                exported[f"{name}{QUANTIZED_SUFFIX}"] = quantized
         (output_dir / "onnx").mkdir(parents=True, exist_ok=True)
         for suffix in ("", QUANTIZED_SUFFIX) if quantize else ("",):
             encoder_file, decoder_file = output_dir / ENCODER_FILE, output_dir / DECODER_FILE
@@ -138,6 +144,46 @@ def export_onnx(model: VanillaTransformerForConditionalGeneration, output_dir: P
             merged = merge_decoders(*(without_metadata(onnx.load(exported[f"{branch}{suffix}"])) for branch in ("first", "later")))
             onnx.save(merged, decoder_file)
             check_merged(decoder_file, graphs, exported, suffix)
+
+
+def transposed_once(model):
+    """For int8: the output projection, tied to the target embedding, reads the shared weight transposed, and int8
+    quantization cannot see through the exporter's Transpose (the projection, the largest product of a step, would
+    run in float32 on a weight dequantized at every step: 5.5 of 14 ms at 64 rows). The weight is stored transposed
+    instead, and the embedding lookup gathers its columns: one int8 copy of the weight, used by both, and the
+    projection in int8 (9.5 ms a step)."""
+    from onnx import helper, numpy_helper
+
+    graph = model.graph
+    weights = {initializer.name: initializer for initializer in graph.initializer}
+    ranks = {value.name: len(value.type.tensor_type.shape.dim) for value in graph.input}
+    transposes = [
+        node for node in graph.node
+        if node.op_type == "Transpose" and node.input[0] in weights and len(weights[node.input[0]].dims) == 2
+    ]
+    for transpose in transposes:
+        name = transpose.input[0]
+        transposed = numpy_helper.from_array(numpy_helper.to_array(weights[name]).T.copy(), f"{name}.transposed")
+        graph.initializer.append(transposed)
+        graph.node.remove(transpose)
+        for node in graph.node:
+            node.input[:] = [transposed.name if value == transpose.output[0] else value for value in node.input]
+        lookups = [node for node in graph.node if node.op_type == "Gather" and node.input[0] == name]
+        for lookup in lookups:
+            if lookup.input[1] not in ranks or any(attribute.name == "axis" and attribute.i != 0 for attribute in lookup.attribute):
+                continue
+            # Gather(W, ids) == Transpose(Gather(W^T, ids, axis=1)): (d_model, *ids) -> (*ids, d_model)
+            columns = f"{lookup.output[0]}.columns"
+            at = list(graph.node).index(lookup)
+            graph.node.remove(lookup)
+            graph.node.insert(at, helper.make_node("Gather", [transposed.name, lookup.input[1]], [columns], axis=1, name=columns))
+            graph.node.insert(at + 1, helper.make_node(
+                "Transpose", [columns], [lookup.output[0]], perm=[*range(1, ranks[lookup.input[1]] + 1), 0],
+                name=f"{columns}.transpose",
+            ))
+        if not any(name in node.input for node in graph.node):
+            graph.initializer.remove(weights[name])
+    return model
 
 
 def check_graph(path: Path, inputs: dict, expected: tuple, name: str, tolerance: float = 1e-4) -> None:
