@@ -19,7 +19,7 @@ from transformers.modeling_outputs import BaseModelOutput, Seq2SeqLMOutput
 
 from ..configuration_vanilla_transformer import VanillaTransformerConfig
 from ..modeling_vanilla_transformer import VanillaTransformerForConditionalGeneration
-from .onnx_export import DECODER_FILE, ENCODER_FILE, cache_names, quantized_name
+from .onnx_export import DECODER_FILE, ENCODER_FILE, quantized_name
 
 NUMPY_TYPES = {torch.float32: np.float32, torch.int64: np.int64, torch.bool: np.bool_}
 
@@ -88,8 +88,6 @@ class OnnxRuntimeSeq2SeqLM(PreTrainedModel, GenerationMixin):
             onnxruntime.InferenceSession(str(Path(path) / file), options, providers=["CPUExecutionProvider"])
             for file in files
         )
-        layers = self.config.decoder_layers
-        self.past_names, self.present_names = cache_names("past_key_values", layers), cache_names("present", layers)
         self.post_init()
 
     @property
