@@ -15,14 +15,11 @@ import logging
 import os
 import sys
 
-import torch
 import uvicorn
 import vanilla_transformer  # noqa: F401  (registers the model with the Auto classes)
 from huggingface_hub import ModelCard
-from vanilla_transformer.serving import ENGINES, load_engine
+from vanilla_transformer.serving.command_line import add_engine_arguments, load_engine_from_arguments
 from vanilla_transformer.serving.server import ServerSettings, create_app, default_engine_threads
-
-DTYPES = {"float32": torch.float32, "bfloat16": torch.bfloat16, "float16": torch.float16}
 
 
 def card_languages(model: str) -> list[str]:
@@ -35,29 +32,18 @@ def card_languages(model: str) -> list[str]:
 
 def main() -> int:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    parser.add_argument("--model", required=True, help="a saved or exported model directory, or a Hub repo id")
-    parser.add_argument("--engine", choices=ENGINES, default="auto", help="auto: the one the folder was made for")
+    add_engine_arguments(parser, threads=default_engine_threads(),
+                         threads_help="CPU threads of the engine (default: all cores but one, left to HTTP and tokenizing)")
     parser.add_argument("--host", default="127.0.0.1", help="0.0.0.0 to listen on every interface")
     parser.add_argument("--port", type=int, default=8000)
     parser.add_argument("--api_key", default=os.environ.get("VANILLA_TRANSFORMER_API_KEY"),
                         help="required of every request (default: env VANILLA_TRANSFORMER_API_KEY; none: open)")
     parser.add_argument("--source_lang", help="the language the model reads (default: the model card's first)")
     parser.add_argument("--target_lang", help="the language it writes (default: the model card's second)")
-    parser.add_argument("--batch_size", type=int, default=64, help="most sentences in one batch")
-    parser.add_argument("--max_tokens_per_batch", type=int, default=2048, help="most source tokens in one batch, padding included")
-    parser.add_argument("--num_beams", type=int, help="beam size (default: the model's generation config)")
-    parser.add_argument("--length_penalty", type=float, help="beam search length penalty (default: the model's)")
-    parser.add_argument("--max_new_tokens", type=int, help="longest translation in tokens (default: the model's)")
-    parser.add_argument("--max_source_length", type=int, help="longer sources are cut to this many tokens")
     parser.add_argument("--max_sentences", type=int, default=128, help="most lines in one request (413 beyond)")
     parser.add_argument("--max_characters", type=int, default=10_000, help="most characters in one request (413 beyond)")
     parser.add_argument("--max_body_bytes", type=int, default=1 << 20, help="largest request body (413 beyond)")
     parser.add_argument("--max_queued_sentences", type=int, default=4096, help="sentences waiting before 503 + Retry-After")
-    parser.add_argument("--device", default="cuda" if torch.cuda.is_available() else "cpu", help="cpu, cuda, cuda:1 ...")
-    parser.add_argument("--dtype", choices=DTYPES, default="float32", help="torch engine: weights' precision")
-    parser.add_argument("--threads", type=int, default=default_engine_threads(),
-                        help="CPU threads of the engine (default: all cores but one, left to HTTP and tokenizing)")
-    parser.add_argument("--revision", help="branch, tag or commit of a Hub model")
     args = parser.parse_args()
     logging.basicConfig(format="%(asctime)s %(levelname)s %(name)s: %(message)s", level=logging.INFO)
 
@@ -67,7 +53,7 @@ def main() -> int:
     if source_lang is None or target_lang is None:
         parser.error("give --source_lang and --target_lang: the model's card does not name its two languages")
     try:
-        engine, tokenizer = load_engine(args.model, args.engine, args.device, DTYPES[args.dtype], args.revision, args.threads)
+        engine, tokenizer = load_engine_from_arguments(args)
     except (OSError, ValueError) as error:
         print(f"error: {error}", file=sys.stderr)
         return 2

@@ -15,13 +15,11 @@ import gzip
 import logging
 import sys
 
-import torch
 import vanilla_transformer  # noqa: F401  (registers the model with the Auto classes)
 from tqdm.auto import tqdm
 from transformers.utils import logging as transformers_logging
-from vanilla_transformer.serving import ENGINES, load_engine, translate
-
-DTYPES = {"float32": torch.float32, "float16": torch.float16, "bfloat16": torch.bfloat16}
+from vanilla_transformer.serving import translate
+from vanilla_transformer.serving.command_line import add_engine_arguments, load_engine_from_arguments
 
 
 class NotUtf8(Exception):
@@ -42,27 +40,15 @@ def utf8_lines(stream, name: str):
 
 def main() -> int:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    parser.add_argument("--model", required=True, help="a saved or exported model directory, or a Hub repo id")
-    parser.add_argument("--engine", choices=ENGINES, default="auto",
-                        help="auto: the engine an exported folder was made for, else torch")
+    add_engine_arguments(parser)
     parser.add_argument("--input", default="-", help="text file (plain or .gz), one sentence per line; - for stdin")
     parser.add_argument("--output", default="-", help="where translations go; - for stdout")
-    parser.add_argument("--batch_size", type=int, default=64, help="most sentences in one batch")
-    parser.add_argument("--max_tokens_per_batch", type=int, default=2048, help="most source tokens in one batch, padding included")
-    parser.add_argument("--num_beams", type=int, help="beam size (default: the model's generation config)")
-    parser.add_argument("--length_penalty", type=float, help="beam search length penalty (default: the model's)")
-    parser.add_argument("--max_new_tokens", type=int, help="longest translation in tokens (default: the model's)")
-    parser.add_argument("--max_source_length", type=int, help="longer sources are cut to this many tokens (default: the model's positions)")
-    parser.add_argument("--device", default="cuda" if torch.cuda.is_available() else "cpu", help="cpu, cuda, cuda:1 ...")
-    parser.add_argument("--dtype", choices=DTYPES, default="float32", help="torch engine: weights' precision")
-    parser.add_argument("--threads", type=int, help="CPU threads (default: torch's)")
-    parser.add_argument("--revision", help="branch, tag or commit of a Hub model")
     args = parser.parse_args()
     logging.basicConfig(format="%(levelname)s: %(message)s", level=logging.WARNING, stream=sys.stderr)
     transformers_logging.disable_progress_bar()  # stderr carries the warnings and errors about the lines
 
     try:
-        engine, tokenizer = load_engine(args.model, args.engine, args.device, DTYPES[args.dtype], args.revision, args.threads)
+        engine, tokenizer = load_engine_from_arguments(args)
     except (OSError, ValueError) as error:
         print(f"error: {error}", file=sys.stderr)
         return 2

@@ -111,9 +111,9 @@ def create_app(engine, tokenizer, settings: ServerSettings) -> FastAPI:
         "(/translate, /languages, /frontend/settings) and our own (/v1/translate).",
         lifespan=lifespan,
     )
-    options = engine.decoding_options(
-        num_beams=settings.num_beams, length_penalty=settings.length_penalty, max_new_tokens=settings.max_new_tokens
-    )
+    # The server's decoding settings; /v1/translate may override them per request
+    served = dict(num_beams=settings.num_beams, length_penalty=settings.length_penalty, max_new_tokens=settings.max_new_tokens)
+    options = engine.decoding_options(**served)
 
     @app.exception_handler(ApiError)
     async def api_error(request: Request, error: ApiError):
@@ -235,8 +235,7 @@ def create_app(engine, tokenizer, settings: ServerSettings) -> FastAPI:
             overrides[name] = value
         if overrides.get("num_beams", 1) > 16 or overrides.get("max_new_tokens", 1) > 1024:
             raise ApiError(413, "Invalid request: num_beams is limited to 16 and max_new_tokens to 1024.")
-        decoding = engine.decoding_options(**{**dict(num_beams=settings.num_beams, length_penalty=settings.length_penalty,
-                                                     max_new_tokens=settings.max_new_tokens), **overrides})
+        decoding = engine.decoding_options(**{**served, **overrides})
         lines, counts = split_lines(texts)
         return {"translations": joined(await translated(request, lines, decoding), counts)}
 
