@@ -37,6 +37,8 @@ def main():
     parser.add_argument("--device", default="cpu")
     parser.add_argument("--dtype", choices=DTYPES, default="fp32")
     parser.add_argument("--threads", type=int, help="CPU threads (default 2; --server: serve.py's default)")
+    parser.add_argument("--parallel_batches", type=int, default=1,
+                        help="--serving, --server: batches the engines translate at once, sharing --threads")
     parser.add_argument("--repeats", type=int, default=7, help="measured rounds (medians are reported; --serving: the fastest)")
     parser.add_argument("--warmup", type=int, default=2, help="unmeasured rounds first")
     parser.add_argument("--models", nargs="+", choices=MODELS, default=list(MODELS))
@@ -77,9 +79,10 @@ def main():
         args.threads = args.threads or default_engine_threads()
 
         serve_script = str(Path(__file__).resolve().parent / "serve.py")
-        command = serve_command(serve_script, args.model, args.engine, tuple(args.langs), args.port, args.threads)
+        command = serve_command(serve_script, args.model, args.engine, tuple(args.langs), args.port, args.threads,
+                                args.parallel_batches)
         summary = server_benchmark(command, args.model, args.engine, args.source, tuple(args.langs), args.port,
-                                   args.clients, args.seconds, args.threads)
+                                   args.clients, args.seconds, args.threads, args.parallel_batches)
         print(format_server_table([summary]))
         if args.json:
             with open(args.json, "w") as handle:
@@ -104,7 +107,8 @@ def main():
             script = Path(__file__).resolve().parent.parent / "tests" / "web" / "translate.mjs"
             node = shutil.which("node") and (script.parent / "node_modules" / "@huggingface" / "transformers").is_dir()
             summary = serving_benchmark(args.model, args.source, args.reference, args.export_dir or scratch, args.threads,
-                                        repeats=args.repeats, transformers_js_script=str(script) if node else None)
+                                        repeats=args.repeats, transformers_js_script=str(script) if node else None,
+                                        parallel_batches=args.parallel_batches)
         print(format_serving_table(summary))
         if args.json:
             with open(args.json, "w") as handle:

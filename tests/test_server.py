@@ -48,8 +48,8 @@ def alone(loaded):
 class Recording:
     """An engine that records the batches it is given and can be held (to pile requests up) or made to fail."""
 
-    def __init__(self, engine, fail_on=None):
-        self.engine, self.fail_on = engine, fail_on
+    def __init__(self, engine, fail_on=None, parallel_batches=1):
+        self.engine, self.fail_on, self.parallel_batches = engine, fail_on, parallel_batches
         self.max_source_length, self.decoding_options = engine.max_source_length, engine.decoding_options
         self.batches, self.gate = [], threading.Event()
         self.gate.set()
@@ -66,9 +66,10 @@ def serve(engine, tokenizer, **settings):
     return TestClient(create_app(engine, tokenizer, ServerSettings(source_lang="digits", target_lang="reversed", **settings)))
 
 
-def test_concurrent_requests_share_batches_and_get_what_translate_gives(loaded, alone):
+@pytest.mark.parametrize("parallel_batches", [1, 2])
+def test_concurrent_requests_share_batches_and_get_what_translate_gives(loaded, alone, parallel_batches):
     engine, tokenizer = loaded
-    recording = Recording(engine)
+    recording = Recording(engine, parallel_batches=parallel_batches)  # that many waves at once
     batcher = RequestBatcher(recording, tokenizer, max_tokens_per_batch=512)
     recording.gate.clear()  # hold the engine until every request is queued, as under load
     requests = [SOURCES[i : i + 3] for i in range(0, 60, 3)]

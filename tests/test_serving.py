@@ -13,6 +13,7 @@ from transformers import AutoModelForSeq2SeqLM
 from vanilla_transformer.analysis.benchmarking import SERVING_PATHS, serving_benchmark
 from vanilla_transformer.conversion.marian import to_marian
 from vanilla_transformer.serving import TranslationError, export_model, load_engine, translate
+from vanilla_transformer.serving.engines import GenerateEngine
 
 from .conftest import padded_batch, tiny_model
 from .serving_fixtures import digit_strings, train_reverser
@@ -43,11 +44,14 @@ def test_the_reverser_learned_its_task(reverser):
     assert np.mean([t == s[::-1] for t, s in zip(translations, SOURCES)]) >= 0.9
 
 
+@pytest.mark.parametrize("parallel_batches", [1, 3])
 @pytest.mark.parametrize("num_beams", [1, 4])
-def test_batching_by_length_and_tokens_changes_no_translation(reverser, num_beams):
+def test_batching_by_length_and_tokens_changes_no_translation(reverser, num_beams, parallel_batches):
     engine, tokenizer = load_engine(str(reverser))
     alone = [next(translate(engine, tokenizer, [s], num_beams=num_beams)) for s in SOURCES[:40]]
-    # Small budgets: many batches of mixed sizes, sorted across the window and put back in input order
+    # Small budgets: many batches of mixed sizes, sorted across the window, translated `parallel_batches` at once
+    # (the same model from several threads) and put back in input order
+    engine = GenerateEngine(engine.model, parallel_batches)
     batched = list(translate(engine, tokenizer, SOURCES[:40], batch_size=7, max_tokens_per_batch=50, sort_window=25, num_beams=num_beams))
     assert batched == alone
 
@@ -57,9 +61,13 @@ def test_every_engine_translates_as_pytorch_does(reverser, exports, engine_name)
     torch_engine, tokenizer = load_engine(str(reverser))
     engine, _ = load_engine(str(exports[engine_name]))  # "auto" recognizes the export
     assert type(engine) is type(load_engine(str(exports[engine_name]), engine_name)[0])
+    # Two batches at a time from two threads (CTranslate2's inter_threads, ONNX Runtime sessions shared) change nothing
+    parallel, _ = load_engine(str(exports[engine_name]), threads=2, parallel_batches=2)
     for num_beams in (1, 4):
         want = list(translate(torch_engine, tokenizer, SOURCES, num_beams=num_beams))
         got = list(translate(engine, tokenizer, SOURCES, num_beams=num_beams))
+        small_batches = dict(batch_size=8, num_beams=num_beams)
+        assert list(translate(parallel, tokenizer, SOURCES, **small_batches)) == list(translate(engine, tokenizer, SOURCES, **small_batches))
         same = np.mean([g == w for g, w in zip(got, want)])
         # Greedy search is the same argmax everywhere; ONNX runs generate()'s own beam search, CTranslate2 its own
         assert same == 1.0 if num_beams == 1 or engine_name == "onnxruntime" else same >= 0.95, (num_beams, same)
@@ -168,8 +176,8 @@ def test_the_model_exports_with_padding_masks_and_computes_the_same(reverser):
 class FailsOn:
     """An engine that cannot translate one given source (as a real one may fail on a strange input)."""
 
-    def __init__(self, engine, bad_ids):
-        self.engine, self.bad_ids = engine, bad_ids
+    def __init__(self, engine, bad_ids, parallel_batches=1):
+        self.engine, self.bad_ids, self.parallel_batches = engine, bad_ids, parallel_batches
         self.max_source_length = engine.max_source_length
         self.decoding_options = engine.decoding_options
 
@@ -179,13 +187,14 @@ class FailsOn:
         return self.engine.translate_ids(sources, options)
 
 
-def test_a_failing_sentence_costs_only_itself(reverser):
+@pytest.mark.parametrize("parallel_batches", [1, 2])
+def test_a_failing_sentence_costs_only_itself(reverser, parallel_batches):
     engine, tokenizer = load_engine(str(reverser))
     sources = SOURCES[:10]
     want = list(translate(engine, tokenizer, sources))
-    failing = FailsOn(engine, tokenizer(sources[6])["input_ids"])
+    failing = FailsOn(engine, tokenizer(sources[6])["input_ids"], parallel_batches)
     failures = []
-    got = list(translate(failing, tokenizer, sources, on_failure=lambda error: failures.append(error.line) or "?"))
+    got = list(translate(failing, tokenizer, sources, batch_size=3, on_failure=lambda error: failures.append(error.line) or "?"))
     assert got == want[:6] + ["?"] + want[7:] and failures == [7]
 
     streamed = []
@@ -256,7 +265,7 @@ def test_the_serving_benchmark_compares_every_path_on_the_same_sentences(reverse
     with_node = shutil.which("node") and (node_script.parent / "node_modules" / "@huggingface" / "transformers").is_dir()
     summary = serving_benchmark(
         str(reverser), tmp_path / "test.src", tmp_path / "test.ref", exports["ctranslate2"].parent, threads=1, beams=(2, 1),
-        transformers_js_script=str(node_script) if with_node else None,
+        transformers_js_script=str(node_script) if with_node else None, parallel_batches=2,
     )
     for mode in ("beam2", "greedy"):
         entry = summary["results"][mode]
@@ -265,7 +274,9 @@ def test_the_serving_benchmark_compares_every_path_on_the_same_sentences(reverse
         assert entry["marian"]["identical_to_translate"] == entry["input-order loop"]["identical_to_translate"] == 30
         assert entry["translate"]["chrf"] > 80  # one-word lines: BLEU's 4-grams find nothing to count
         assert set(entry["ratios"]) >= {"translate_speedup_over_input_order_loop", "translate_time_over_ctranslate2_float32",
-                                        "onnxruntime_speedup_over_translate", "onnxruntime_int8_speedup_over_translate"}
+                                        "onnxruntime_speedup_over_translate", "onnxruntime_int8_speedup_over_translate",
+                                        "onnxruntime_speedup_over_translate_parallel"}
+        assert entry["translate-parallel"]["identical_to_translate"] == 30
     assert entry["onnxruntime"]["identical_to_translate"] == 30
     if with_node:  # transformers.js decodes greedily: exactly translate()'s greedy lines
         assert entry["transformers.js"]["identical_to_translate"] == 30

@@ -33,7 +33,7 @@ from ..conversion.marian import to_marian
 from ..conversion.pytorch_tutorial import TutorialSeq2SeqTransformer
 from ..data.translation_data import read_lines
 from ..modeling_vanilla_transformer import VanillaTransformerForConditionalGeneration
-from ..serving.engines import load_engine
+from ..serving.engines import GenerateEngine, load_engine, threads_per_batch
 from ..serving.exports import export_model
 from ..serving.translation import translate
 from ..training.evaluation import load_translation_metric
@@ -310,7 +310,7 @@ def profile_generation(
 
 
 
-SERVING_PATHS = ("translate", "input-order loop", "marian", "ctranslate2-float32", "ctranslate2-int8", "onnxruntime",
+SERVING_PATHS = ("translate", "translate-parallel", "input-order loop", "marian", "ctranslate2-float32", "ctranslate2-int8", "onnxruntime",
                  "onnxruntime-int8")
 TRANSFORMERS_JS_PATHS = ("transformers.js", "transformers.js-int8")  # greedy only, where Node runs it
 
@@ -341,7 +341,8 @@ def input_order_loop(model, tokenizer, sentences: list[str], num_beams: int, bat
 
 
 def serving_benchmark(model_dir: str, source_file: str, reference_file: str, export_dir: str, threads: int,
-                      beams=(4, 1), repeats: int = 1, transformers_js_script: str | None = None) -> dict:
+                      beams=(4, 1), repeats: int = 1, transformers_js_script: str | None = None,
+                      parallel_batches: int = 1) -> dict:
     """The real workload: translating a test set with a trained model, every path on the same sentences, in one
     process, interleaved (all paths for one beam size, then the next, `repeats` times; the fastest run counts):
     our `translate()` (sorted by length, token budgets) on PyTorch, the input-order loop of `generate()` calls,
@@ -349,7 +350,11 @@ def serving_benchmark(model_dir: str, source_file: str, reference_file: str, exp
     float32 and int8 and ONNX Runtime float32 and int8 over our exports (through `translate()`); with
     `transformers_js_script` (and `node`), transformers.js in Node over the ONNX export, greedy, one sentence per
     call. Figures: seconds, translated tokens per second, BLEU / chrF against the references, and lines identical to
-    our `translate()`."""
+    our `translate()`.
+
+    With `parallel_batches` > 1 the CTranslate2 and ONNX Runtime engines translate that many batches at once, sharing
+    `threads`, and "translate-parallel" is PyTorch doing the same, so that each engine is also compared with
+    PyTorch under the same conditions; "translate" stays the reference, one batch at a time on all `threads`."""
     torch.set_num_threads(threads)
     sources, references = read_lines(source_file), read_lines(reference_file)
     tokenizer = AutoTokenizer.from_pretrained(model_dir)
@@ -361,9 +366,17 @@ def serving_benchmark(model_dir: str, source_file: str, reference_file: str, exp
         folders[name] = Path(export_dir) / name
         if not (folders[name] / "export.json").is_file():
             export_model(model_dir, fmt, folders[name], quantization)
-    engines = {name: load_engine(str(folder), threads=threads)[0] for name, folder in folders.items()}
+    engines = {name: load_engine(str(folder), threads=threads, parallel_batches=parallel_batches)[0]
+               for name, folder in folders.items()}
+
+    def torch_translate(sentences, beams, batches_at_once=1):
+        torch.set_num_threads(threads_per_batch(threads, batches_at_once))  # the process's, set per path
+        return list(translate(GenerateEngine(model, batches_at_once), tokenizer, sentences, num_beams=beams))
+
     paths = {
-        "translate": lambda sentences, beams: list(translate(model, tokenizer, sentences, num_beams=beams)),
+        "translate": torch_translate,
+        **({"translate-parallel": lambda sentences, beams: torch_translate(sentences, beams, parallel_batches)}
+           if parallel_batches > 1 else {}),
         "input-order loop": lambda sentences, beams: input_order_loop(model, tokenizer, sentences, beams),
         **{
             name: (lambda sentences, beams, engine=engine: list(translate(engine, tokenizer, sentences, num_beams=beams)))
@@ -371,14 +384,17 @@ def serving_benchmark(model_dir: str, source_file: str, reference_file: str, exp
         },
     }
     metric = load_translation_metric()
-    summary = {"model": model_dir, "sentences": len(sources), "threads": threads, "results": {}}
+    summary = {"model": model_dir, "sentences": len(sources), "threads": threads, "parallel_batches": parallel_batches,
+               "results": {}}
     for beams in beams:
         for function in paths.values():  # warm-up: the first calls of each path set up kernels and memory
+            torch.set_num_threads(threads)
             function(sources[:64], beams)
         runs = {name: [] for name in paths}
         outputs = {}
         for _ in range(repeats):
             for name, function in paths.items():
+                torch.set_num_threads(threads)  # translate-parallel lowers it for itself
                 start = time.perf_counter()
                 outputs[name] = function(sources, beams)
                 runs[name].append(time.perf_counter() - start)
@@ -405,12 +421,18 @@ def serving_benchmark(model_dir: str, source_file: str, reference_file: str, exp
             "onnxruntime_int8_speedup_over_translate": entry["translate"]["seconds"] / entry["onnxruntime-int8"]["seconds"],
             "onnxruntime_int8_bleu_minus_translate": entry["onnxruntime-int8"]["bleu"] - entry["translate"]["bleu"],
         }
+        if "translate-parallel" in entry:
+            for name in ("onnxruntime", "onnxruntime-int8", "ctranslate2-int8"):
+                entry["ratios"][f"{name.replace('-', '_')}_speedup_over_translate_parallel"] = (
+                    entry["translate-parallel"]["seconds"] / entry[name]["seconds"]
+                )
         summary["results"][f"beam{beams}" if beams > 1 else "greedy"] = entry
     return summary
 
 
 def format_serving_table(summary: dict) -> str:
-    lines = [f"{summary['model']}: {summary['sentences']} sentences, {summary['threads']} threads"]
+    lines = [f"{summary['model']}: {summary['sentences']} sentences, {summary['threads']} threads, "
+             f"{summary.get('parallel_batches', 1)} batch(es) at once (engines; translate: 1)"]
     for mode, entry in summary["results"].items():
         lines.append(f"{mode:<22} {'seconds':>8} {'tokens/s':>9} {'BLEU':>6} {'chrF':>6} {'identical':>10}")
         for name in (*SERVING_PATHS, *TRANSFORMERS_JS_PATHS):

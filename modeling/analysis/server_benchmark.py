@@ -89,10 +89,10 @@ def wait_until_serving(url: str, server: subprocess.Popen, timeout: float = 300)
 
 
 def server_benchmark(server_command: list[str], model: str, engine: str, source_file: str, pair: tuple[str, str],
-                     port: int, clients: int = 32, seconds: float = 60, threads: int = 2) -> dict:
+                     port: int, clients: int = 32, seconds: float = 60, threads: int = 2, parallel_batches: int = 1) -> dict:
     """Starts `server_command` (which must serve `model` with `engine` on `port`), runs both phases, stops it."""
     sentences = [line for line in read_lines(source_file) if line.strip()]
-    reference, tokenizer = load_engine(model, engine, threads=threads)
+    reference, tokenizer = load_engine(model, engine, threads=threads, parallel_batches=parallel_batches)
     began = time.perf_counter()
     expected = list(translate(reference, tokenizer, sentences))
     batched = len(sentences) / (time.perf_counter() - began)
@@ -111,7 +111,7 @@ def server_benchmark(server_command: list[str], model: str, engine: str, source_
         server.terminate()
         server.wait(timeout=120)
     return {
-        "model": model, "engine": engine, "threads": threads, "sentences": len(sentences),
+        "model": model, "engine": engine, "threads": threads, "parallel_batches": parallel_batches, "sentences": len(sentences),
         "engine_alone": {"one_by_one_sentences_per_second": round(one_by_one, 1),
                          "batched_sentences_per_second": round(batched, 1),
                          "batching_speedup": round(batched / one_by_one, 2)},
@@ -140,6 +140,8 @@ def format_server_table(summaries: list[dict]) -> str:
     return "\n".join(lines)
 
 
-def serve_command(serve_script: str, model: str, engine: str, pair: tuple[str, str], port: int, threads: int) -> list[str]:
+def serve_command(serve_script: str, model: str, engine: str, pair: tuple[str, str], port: int, threads: int,
+                  parallel_batches: int = 1) -> list[str]:
     return [sys.executable, serve_script, "--model", model, "--engine", engine, "--source_lang", pair[0],
-            "--target_lang", pair[1], "--port", str(port), "--threads", str(threads)]
+            "--target_lang", pair[1], "--port", str(port), "--threads", str(threads),
+            "--parallel_batches", str(parallel_batches)]

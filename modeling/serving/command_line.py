@@ -24,9 +24,14 @@ def add_engine_arguments(parser: argparse.ArgumentParser, threads: int | None = 
     parser.add_argument("--device", default="cuda" if torch.cuda.is_available() else "cpu", help="cpu, cuda, cuda:1 ...")
     parser.add_argument("--dtype", choices=DTYPES, default="float32", help="torch engine: weights' precision")
     parser.add_argument("--threads", type=int, default=threads, help=threads_help)
+    parser.add_argument("--parallel_batches", type=int, default=1,
+                        help="batches translated at once, sharing --threads between them (at least one each): on a CPU, "
+                        "as many as threads translates a file fastest, since one batch's small steps cannot keep "
+                        "several threads busy (docs/performance.md)")
     parser.add_argument("--revision", help="branch, tag or commit of a Hub model")
 
 
 def load_engine_from_arguments(args: argparse.Namespace):
     """(engine, tokenizer) for the flags above; OSError or ValueError names what is wrong with them."""
-    return load_engine(args.model, args.engine, args.device, DTYPES[args.dtype], args.revision, args.threads)
+    return load_engine(args.model, args.engine, args.device, DTYPES[args.dtype], args.revision, args.threads,
+                       args.parallel_batches)

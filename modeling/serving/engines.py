@@ -6,7 +6,9 @@
 
 An engine turns batches of source token ids into target token ids (`translate_ids`) with `DecodingOptions`; all the
 rest of translation (tokenizing, batching, order, decoding) is `serving.translation.translate`, the same for every
-engine.
+engine. `translate_ids` may be called from `parallel_batches` threads at once: the engine's `threads` are shared
+among them (CTranslate2's inter_threads and intra_threads), so that small batches, whose steps are too short to keep
+several threads busy, keep every core busy side by side instead.
 """
 
 import json
@@ -35,8 +37,9 @@ class GenerateEngine:
     """Translates with `generate()` of a seq2seq model: a `VanillaTransformerForConditionalGeneration`, or the ONNX
     Runtime model below. Beam search and greedy decoding are then exactly the library's."""
 
-    def __init__(self, model):
+    def __init__(self, model, parallel_batches: int = 1):
         self.model = model
+        self.parallel_batches = parallel_batches
         self.max_source_length = model.config.max_position_embeddings
 
     def decoding_options(self, **overrides) -> DecodingOptions:
@@ -58,13 +61,15 @@ class GenerateEngine:
 class CTranslate2Engine:
     """Translates with a CTranslate2 `Translator` over a folder written by `export_model(..., "ctranslate2", ...)`."""
 
-    def __init__(self, path: str | Path, tokenizer, device: str = "cpu", threads: int | None = None):
+    def __init__(self, path: str | Path, tokenizer, device: str = "cpu", threads: int | None = None,
+                 parallel_batches: int = 1):
         import ctranslate2
 
         info = read_export_info(path)
         self.translator = ctranslate2.Translator(
-            str(path), device=device, intra_threads=threads or torch.get_num_threads(), inter_threads=1
+            str(path), device=device, intra_threads=threads_per_batch(threads, parallel_batches), inter_threads=parallel_batches
         )
+        self.parallel_batches = parallel_batches
         self.tokenizer = tokenizer
         self.max_source_length = info["config"]["max_position_embeddings"]
         self.generation_config = GenerationConfig.from_pretrained(path)
@@ -101,6 +106,11 @@ def decoding_options(generation_config: GenerationConfig, **overrides) -> Decodi
     )
 
 
+def threads_per_batch(threads: int | None, parallel_batches: int) -> int:
+    """Each of `parallel_batches` batches in flight gets an equal share of `threads` (default: torch's)."""
+    return max(1, (threads or torch.get_num_threads()) // parallel_batches)
+
+
 def pad_right(sources: list[list[int]], pad_token_id: int) -> tuple[torch.Tensor, torch.Tensor]:
     longest = max(len(ids) for ids in sources)
     input_ids = torch.full((len(sources), longest), pad_token_id, dtype=torch.long)
@@ -134,11 +144,14 @@ def detect_engine(path: str | Path) -> str:
 
 
 def load_engine(path: str, engine: str = "auto", device: str = "cpu", dtype: torch.dtype = torch.float32,
-                revision: str | None = None, threads: int | None = None):
+                revision: str | None = None, threads: int | None = None, parallel_batches: int = 1):
     """(engine, tokenizer) for a saved model (a folder or a Hub id) or an exported folder; `engine="auto"` picks the
-    one the folder was made for."""
+    one the folder was made for. `threads` (default: torch's) are shared among `parallel_batches` batches translated
+    at once; the torch engine sets torch's thread count, which is the process's."""
     if engine not in ENGINES:
         raise ValueError(f"Unknown engine {engine!r}; choose one of {', '.join(ENGINES)}.")
+    if parallel_batches < 1:
+        raise ValueError(f"parallel_batches must be at least 1 (one batch at a time), not {parallel_batches}.")
     found = detect_engine(path) if Path(path).is_dir() else "torch"
     if engine == "auto":
         engine = found
@@ -150,10 +163,14 @@ def load_engine(path: str, engine: str = "auto", device: str = "cpu", dtype: tor
         )
     tokenizer = AutoTokenizer.from_pretrained(path, revision=revision)
     if engine == "ctranslate2":
-        return CTranslate2Engine(path, tokenizer, device=device.split(":")[0], threads=threads), tokenizer
+        engine = CTranslate2Engine(path, tokenizer, device.split(":")[0], threads, parallel_batches)
+        return engine, tokenizer
     if engine == "onnxruntime":
         from .onnx_engine import OnnxRuntimeSeq2SeqLM
 
-        return GenerateEngine(OnnxRuntimeSeq2SeqLM(path, read_export_info(path), threads=threads)), tokenizer
+        model = OnnxRuntimeSeq2SeqLM(path, read_export_info(path), threads=threads_per_batch(threads, parallel_batches))
+        return GenerateEngine(model, parallel_batches), tokenizer
+    if threads or parallel_batches > 1:
+        torch.set_num_threads(threads_per_batch(threads, parallel_batches))
     model = AutoModelForSeq2SeqLM.from_pretrained(path, revision=revision, dtype=dtype).to(device).eval()
-    return GenerateEngine(model), tokenizer
+    return GenerateEngine(model, parallel_batches), tokenizer

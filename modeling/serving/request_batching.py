@@ -2,8 +2,9 @@
 the lines of one file (sorted by length, cut into batches of a token budget), and each request is answered as soon
 as its own sentences are done.
 
-One thread owns the engine and works in waves: it takes every request queued so far, translates their sentences
-batch by batch, and meanwhile new requests queue for the next wave. A batch's translations equal those of its
+A worker thread works in waves: it takes every request queued so far, translates their sentences batch by batch,
+and meanwhile new requests queue for the next wave. There are as many workers as the engine translates batches at
+once (`parallel_batches`): while one translates its wave, the next takes the requests that came in meanwhile. A batch's translations equal those of its
 sentences translated alone (`translate()`'s guarantee, tested), so a request gets exactly what `translate()` gives
 for its sentences, whoever it shared batches with. The queue is bounded: a full queue refuses new work at once
 instead of growing memory without end.
@@ -50,7 +51,8 @@ class Job:
 
 
 class RequestBatcher:
-    """Queues requests' sentences and translates them together on one thread (see the module's docstring).
+    """Queues requests' sentences and translates them together, in waves, on `engine.parallel_batches` threads (see
+    the module's docstring).
 
     `on_batch(sentences, outputs)` is called after each wave's batch with how many sentences it translated and the
     translations (for metrics)."""
@@ -66,8 +68,12 @@ class RequestBatcher:
         self._jobs: deque[Job] = deque()
         self._condition = threading.Condition()
         self._closing = False
-        self._thread = threading.Thread(target=self._work, name="translation-batcher", daemon=True)
-        self._thread.start()
+        self._threads = [
+            threading.Thread(target=self._work, name=f"translation-batcher-{number}", daemon=True)
+            for number in range(getattr(engine, "parallel_batches", 1))
+        ]
+        for thread in self._threads:
+            thread.start()
 
     def submit(self, sentences: list[str], options: DecodingOptions) -> concurrent.futures.Future:
         """A future of the translations of `sentences`, in order; raises QueueFull or ServerClosing at once."""
@@ -86,11 +92,12 @@ class RequestBatcher:
         return job.future
 
     def close(self) -> None:
-        """Takes no new work, finishes every queued request, then stops the thread."""
+        """Takes no new work, finishes every queued request, then stops the threads."""
         with self._condition:
             self._closing = True
-            self._condition.notify()
-        self._thread.join()
+            self._condition.notify_all()
+        for thread in self._threads:
+            thread.join()
 
     def _work(self) -> None:
         while True:

@@ -8,6 +8,7 @@ so that every engine sees the same inputs and its outputs read the same.
 
 import logging
 from collections.abc import Callable, Iterable, Iterator
+from concurrent.futures import ThreadPoolExecutor, as_completed
 
 from transformers import PreTrainedTokenizerBase
 
@@ -87,15 +88,17 @@ def _translate_window(engine, tokenizer, window, options, limit, batch_size, max
     """{line: translation, or the TranslationError of a sentence that failed alone} for the (line, sentence) pairs
     of `window`."""
     results = {}
-    for done in translate_in_batches(engine, tokenizer, window, options, limit, batch_size, max_tokens):
+    parallel_batches = getattr(engine, "parallel_batches", 1)
+    for done in translate_in_batches(engine, tokenizer, window, options, limit, batch_size, max_tokens, parallel_batches):
         results.update(done)
     return results
 
 
 def translate_in_batches(engine, tokenizer, items, options: DecodingOptions, limit: int, batch_size: int,
-                         max_tokens: int) -> Iterator[dict]:
+                         max_tokens: int, parallel_batches: int = 1) -> Iterator[dict]:
     """For (key, sentence) pairs (`key` an int: a line number), yields {key: translation, or TranslationError} batch by
-    batch as each is done (empty sentences first, without the model), so that a caller can hand results out early."""
+    batch as each is done (empty sentences first, without the model), so that a caller can hand results out early.
+    With `parallel_batches` > 1, that many batches are in the engine at once, each on its own thread."""
     empty, pending = {}, []  # pending: (key, token ids) of the sentences that need the model
     for key, sentence in items:
         if not sentence.strip():
@@ -112,11 +115,26 @@ def translate_in_batches(engine, tokenizer, items, options: DecodingOptions, lim
     if empty:
         yield empty
     pending.sort(key=lambda item: len(item[1]), reverse=True)
-    for batch in _token_batches(pending, batch_size, max_tokens):
-        yield {
-            key: output if isinstance(output, TranslationError) else tokenizer.decode(output, skip_special_tokens=True).strip()
-            for key, output in _translate_batch(engine, batch, options)
-        }
+    batches = _token_batches(pending, batch_size, max_tokens)
+    if parallel_batches == 1:
+        for batch in batches:
+            yield _decoded(tokenizer, _translate_batch(engine, batch, options))
+        return
+    pool = ThreadPoolExecutor(parallel_batches, thread_name_prefix="translation-batch")
+    try:  # the longest batches are submitted first, so that no long batch is left to run alone at the end
+        futures = [pool.submit(_translate_batch, engine, batch, options) for batch in batches]
+        for future in as_completed(futures):
+            yield _decoded(tokenizer, future.result())
+    finally:  # a caller that stops reading leaves no batch to start
+        pool.shutdown(cancel_futures=True)
+
+
+def _decoded(tokenizer, outputs: list) -> dict:
+    """{key: text} from [(key, output ids or TranslationError)]."""
+    return {
+        key: output if isinstance(output, TranslationError) else tokenizer.decode(output, skip_special_tokens=True).strip()
+        for key, output in outputs
+    }
 
 
 def _token_batches(items: list, batch_size: int, max_tokens: int) -> Iterator[list]:
