@@ -99,12 +99,15 @@ def translate_in_batches(engine, tokenizer, items, options: DecodingOptions, lim
     """For (key, sentence) pairs (`key` an int: a line number), yields {key: translation, or TranslationError} batch by
     batch as each is done (empty sentences first, without the model), so that a caller can hand results out early.
     With `parallel_batches` > 1, that many batches are in the engine at once, each on its own thread."""
-    empty, pending = {}, []  # pending: (key, token ids) of the sentences that need the model
+    empty, texts, pending = {}, [], []  # pending: (key, token ids) of the sentences that need the model
     for key, sentence in items:
-        if not sentence.strip():
+        if sentence.strip():
+            texts.append((key, sentence))
+        else:
             empty[key] = ""
-            continue
-        ids = tokenizer(sentence)["input_ids"]
+    # One call for them all: the tokenizer's batch encoding, rather than a Python round trip per sentence
+    encoded = tokenizer([sentence for _, sentence in texts])["input_ids"] if texts else []
+    for (key, _), ids in zip(texts, encoded):
         if len(ids) > limit:
             logger.warning(
                 "line %d: %d tokens, cut to the first %d (the longest source the model takes; set "
