@@ -169,6 +169,34 @@ def test_a_full_queue_answers_503_and_a_failing_sentence_fails_only_its_request(
         assert good.json()["translatedText"] == [alone[s] for s in SOURCES[3:5]]
 
 
+class BreaksOn:
+    """A tokenizer that raises on one text: a fault outside any engine call, which no handler foresees."""
+
+    def __init__(self, tokenizer, text):
+        self.tokenizer, self.text = tokenizer, text
+
+    def __call__(self, texts, **kwargs):
+        if self.text in texts:
+            raise KeyError(self.text)
+        return self.tokenizer(texts, **kwargs)
+
+    def __getattr__(self, name):
+        return getattr(self.tokenizer, name)
+
+
+def test_an_unforeseen_fault_is_its_requests_json_500_and_the_server_goes_on(loaded, alone):
+    engine, tokenizer = loaded
+    with serve(engine, BreaksOn(tokenizer, "999")) as client:
+        bad = client.post("/translate", json={"q": "999", "source": "digits", "target": "reversed"})
+        assert bad.status_code == 500 and bad.json() == {"error": "Internal error: KeyError: '999'"}
+        good = client.post("/translate", json={"q": SOURCES[0], "source": "digits", "target": "reversed"})
+        assert good.json() == {"translatedText": alone[SOURCES[0]]}
+        assert client.get("/health").status_code == 200
+        metrics = client.get("/metrics").text
+        assert 'translation_requests_total{route="/translate",status="500"} 1.0' in metrics
+        assert 'translation_requests_total{route="/translate",status="200"} 1.0' in metrics
+
+
 def test_a_request_whose_client_left_before_its_turn_costs_nothing(loaded):
     engine, tokenizer = loaded
     held = Recording(engine)
