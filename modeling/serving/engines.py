@@ -163,8 +163,7 @@ def load_engine(path: str, engine: str = "auto", device: str = "cpu", dtype: tor
         )
     tokenizer = AutoTokenizer.from_pretrained(path, revision=revision)
     if engine == "ctranslate2":
-        engine = CTranslate2Engine(path, tokenizer, device.split(":")[0], threads, parallel_batches)
-        return engine, tokenizer
+        return CTranslate2Engine(path, tokenizer, device.split(":")[0], threads, parallel_batches), tokenizer
     if engine == "onnxruntime":
         from .onnx_engine import OnnxRuntimeSeq2SeqLM
 

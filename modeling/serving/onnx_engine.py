@@ -101,9 +101,9 @@ class OnnxRuntimeSeq2SeqLM(PreTrainedModel, GenerationMixin):
         memory = encoder_outputs.last_hidden_state
         own, cross = cache.self_attention_cache, cache.cross_attention_cache
         later = own.get_seq_length() > 0
-        heads = self.config.decoder_attention_heads
-        # The first step's past is empty (0 positions), as transformers.js passes it
-        empty = memory.new_zeros(memory.shape[0], heads, 0, self.config.d_model // heads)
+        if not later:  # the first step's past is empty (0 positions), as transformers.js passes it
+            heads = self.config.decoder_attention_heads
+            empty = memory.new_zeros(memory.shape[0], heads, 0, self.config.d_model // heads)
         inputs = {"input_ids": decoder_input_ids, "encoder_attention_mask": attention_mask, "encoder_hidden_states": memory}
         for i in range(self.config.decoder_layers):
             for layer_cache, part in ((own, "decoder"), (cross, "encoder")):

@@ -137,9 +137,8 @@ def export_onnx(model: VanillaTransformerForConditionalGeneration, output_dir: P
                 exported[f"{name}{QUANTIZED_SUFFIX}"] = quantized
         (output_dir / "onnx").mkdir(parents=True, exist_ok=True)
         for suffix in ("", QUANTIZED_SUFFIX) if quantize else ("",):
-            encoder_file, decoder_file = output_dir / ENCODER_FILE, output_dir / DECODER_FILE
-            if suffix:
-                encoder_file, decoder_file = output_dir / quantized_name(ENCODER_FILE), output_dir / quantized_name(DECODER_FILE)
+            named = quantized_name if suffix else str
+            encoder_file, decoder_file = output_dir / named(ENCODER_FILE), output_dir / named(DECODER_FILE)
             onnx.save(without_metadata(onnx.load(exported[f"encoder{suffix}"])), encoder_file)
             merged = merge_decoders(*(without_metadata(onnx.load(exported[f"{branch}{suffix}"])) for branch in ("first", "later")))
             onnx.save(merged, decoder_file)
@@ -189,7 +188,7 @@ def transposed_once(model):
 def check_graph(path: Path, inputs: dict, expected: tuple, name: str, tolerance: float = 1e-4) -> None:
     """Refuses a graph that computes something else than the model on the example inputs."""
     got = run_graph(path, inputs)
-    for output, want, have in zip(range(len(expected)), expected, got):
+    for output, (want, have) in enumerate(zip(expected, got)):
         have = torch.from_numpy(have)
         if have.shape != want.shape or not torch.allclose(have, want, atol=tolerance, rtol=tolerance):
             difference = (have - want).abs().max() if have.shape == want.shape else f"shape {tuple(have.shape)}"
@@ -227,9 +226,7 @@ def check_merged(path: Path, graphs: dict, exported: dict, suffix: str) -> None:
     layers = len([name for name in graphs["later"][2] if name.startswith("past_key_values")]) // 4
     first_inputs = dict(zip(graphs["first"][2], graphs["first"][1]))
     later_inputs = dict(zip(graphs["later"][2], graphs["later"][1]))
-    empty = {
-        name: later_inputs[name][:, :, :0] for name in cache_names("past_key_values", layers)
-    }
+    empty = {name: later_inputs[name][:, :, :0] for name in cache_names("past_key_values", layers)}
     for branch, inputs in (("first", {**first_inputs, **empty}), ("later", later_inputs)):
         want = [torch.from_numpy(array) for array in run_graph(exported[f"{branch}{suffix}"], inputs)]
         flag = torch.tensor([branch == "later"])
@@ -238,10 +235,12 @@ def check_merged(path: Path, graphs: dict, exported: dict, suffix: str) -> None:
         for name, want_output, have in zip(names, want, got):
             if branch == "later" and ".encoder." in name:
                 want_output = want_output[:0, :, :0]  # returned empty: the caller keeps what it passed
-            if have.shape != tuple(want_output.shape):
-                raise RuntimeError(f"The merged decoder's {name} has shape {have.shape}, not {tuple(want_output.shape)}; please report this.")
-            if not torch.allclose(torch.from_numpy(have), want_output, atol=1e-5, rtol=1e-5):
-                raise RuntimeError(f"The merged decoder's {name} differs from its {branch} graph's (largest difference {(torch.from_numpy(have) - want_output).abs().max():.2e}); please report this.")
+            have = torch.from_numpy(have)
+            if have.shape != want_output.shape:
+                raise RuntimeError(f"The merged decoder's {name} has shape {tuple(have.shape)}, not {tuple(want_output.shape)}; please report this.")
+            if not torch.allclose(have, want_output, atol=1e-5, rtol=1e-5):
+                difference = (have - want_output).abs().max()
+                raise RuntimeError(f"The merged decoder's {name} differs from its {branch} graph's (largest difference {difference:.2e}); please report this.")
 
 
 def without_metadata(model):

@@ -4,10 +4,11 @@ as its own sentences are done.
 
 A worker thread works in waves: it takes every request queued so far, translates their sentences batch by batch,
 and meanwhile new requests queue for the next wave. There are as many workers as the engine translates batches at
-once (`parallel_batches`): while one translates its wave, the next takes the requests that came in meanwhile. A batch's translations equal those of its
-sentences translated alone (`translate()`'s guarantee, tested), so a request gets exactly what `translate()` gives
-for its sentences, whoever it shared batches with. The queue is bounded: a full queue refuses new work at once
-instead of growing memory without end.
+once (`parallel_batches`): while one translates its wave, the next takes the requests that came in meanwhile.
+
+A batch's translations equal those of its sentences translated alone (`translate()`'s guarantee, tested), so a
+request gets exactly what `translate()` gives for its sentences, whoever it shared batches with. The queue is
+bounded: a full queue refuses new work at once instead of growing memory without end.
 """
 
 import concurrent.futures
