@@ -36,9 +36,10 @@ def main():
     parser.add_argument("--size", choices=SIZES, default="tiny")
     parser.add_argument("--device", default="cpu")
     parser.add_argument("--dtype", choices=DTYPES, default="fp32")
-    parser.add_argument("--threads", type=int, help="CPU threads (default 2; --server: serve.py's default)")
-    parser.add_argument("--parallel_batches", type=int, default=1,
-                        help="--serving, --server: batches the engines translate at once, sharing --threads")
+    parser.add_argument("--threads", type=int, help="CPU threads (default 2; --server: serve.py's default, torch's)")
+    parser.add_argument("--parallel_batches", type=int,
+                        help="--serving, --server: batches the engines translate at once, sharing --threads "
+                        "(default: --serving 1, --server serve.py's default, one per thread)")
     parser.add_argument("--repeats", type=int, default=7, help="measured rounds (medians are reported; --serving: the fastest)")
     parser.add_argument("--warmup", type=int, default=2, help="unmeasured rounds first")
     parser.add_argument("--models", nargs="+", choices=MODELS, default=list(MODELS))
@@ -74,9 +75,11 @@ def main():
             parser.error("--server needs --model and --source")
         # Imported here: the server and its load test need the `server` extra, the other modes do not
         from vanilla_transformer.analysis.server_benchmark import format_server_table, serve_command, server_benchmark
-        from vanilla_transformer.serving.server import default_engine_threads
+        from vanilla_transformer.serving.server import default_parallel_batches
 
-        args.threads = args.threads or default_engine_threads()
+        args.threads = args.threads or torch.get_num_threads()
+        if args.parallel_batches is None:
+            args.parallel_batches = default_parallel_batches(args.threads, "cpu")
 
         serve_script = str(Path(__file__).resolve().parent / "serve.py")
         command = serve_command(serve_script, args.model, args.engine, tuple(args.langs), args.port, args.threads,
@@ -99,6 +102,8 @@ def main():
                 json.dump(summary, handle, indent=2)
         return
     args.threads = args.threads or 2
+    if args.parallel_batches is None:
+        args.parallel_batches = 1
     if args.serving:
         if not (args.model and args.source and args.reference):
             parser.error("--serving needs --model, --source and --reference")

@@ -10,8 +10,8 @@ from .engines import ENGINES, load_engine
 DTYPES = {"float32": torch.float32, "float16": torch.float16, "bfloat16": torch.bfloat16}
 
 
-def add_engine_arguments(parser: argparse.ArgumentParser, threads: int | None = None,
-                         threads_help: str = "CPU threads of the engine (default: torch's)") -> None:
+def add_engine_arguments(parser: argparse.ArgumentParser, parallel_batches: int | None = 1,
+                         parallel_batches_help: str = "1") -> None:
     parser.add_argument("--model", required=True, help="a saved or exported model directory, or a Hub repo id")
     parser.add_argument("--engine", choices=ENGINES, default="auto",
                         help="auto: the engine an exported folder was made for, else torch")
@@ -23,11 +23,11 @@ def add_engine_arguments(parser: argparse.ArgumentParser, threads: int | None = 
     parser.add_argument("--max_source_length", type=int, help="longer sources are cut to this many tokens (default: the model's positions)")
     parser.add_argument("--device", default="cuda" if torch.cuda.is_available() else "cpu", help="cpu, cuda, cuda:1 ...")
     parser.add_argument("--dtype", choices=DTYPES, default="float32", help="torch engine: weights' precision")
-    parser.add_argument("--threads", type=int, default=threads, help=threads_help)
-    parser.add_argument("--parallel_batches", type=int, default=1,
+    parser.add_argument("--threads", type=int, help="CPU threads of the engine (default: torch's)")
+    parser.add_argument("--parallel_batches", type=int, default=parallel_batches,
                         help="batches translated at once, sharing --threads between them (at least one each): on a CPU, "
-                        "as many as threads translates a file fastest, since one batch's small steps cannot keep "
-                        "several threads busy (docs/performance.md)")
+                        "as many as threads translates fastest, since one batch's small steps cannot keep several "
+                        f"threads busy (docs/performance.md; default: {parallel_batches_help})")
     parser.add_argument("--revision", help="branch, tag or commit of a Hub model")
 
 
