@@ -69,6 +69,7 @@ def main():
     server.add_argument("--clients", type=int, default=32, help="concurrent clients, one request each at a time")
     server.add_argument("--seconds", type=float, default=60, help="length of each phase (one client, then all)")
     server.add_argument("--port", type=int, default=8765, help="the loopback port the server listens on")
+    server.add_argument("--num_beams", type=int, help="the server's beam size (default: the model's generation config)")
     args = parser.parse_args()
     if args.server:
         if not (args.model and args.source):
@@ -83,9 +84,9 @@ def main():
 
         serve_script = str(Path(__file__).resolve().parent / "serve.py")
         command = serve_command(serve_script, args.model, args.engine, tuple(args.langs), args.port, args.threads,
-                                args.parallel_batches)
+                                args.parallel_batches, args.num_beams)
         summary = server_benchmark(command, args.model, args.engine, args.source, tuple(args.langs), args.port,
-                                   args.clients, args.seconds, args.threads, args.parallel_batches)
+                                   args.clients, args.seconds, args.threads, args.parallel_batches, args.num_beams)
         print(format_server_table([summary]))
         if args.json:
             with open(args.json, "w") as handle:

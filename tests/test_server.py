@@ -103,6 +103,8 @@ def test_libretranslate_and_our_routes(loaded, alone):
         metrics = client.get("/metrics").text
         assert 'translation_requests_total{route="/translate",status="200"} 3.0' in metrics
         assert "translation_sentences_total 10.0" in metrics and "translation_request_seconds_bucket" in metrics
+        # one request after another: one batch each (1, 4, 2 and 3 sentences)
+        assert "translation_batch_sentences_count 4.0" in metrics and "translation_batch_sentences_sum 10.0" in metrics
         assert client.get("/openapi.json").json()["paths"].keys() >= {"/translate", "/v1/translate", "/languages", "/health"}
 
 
@@ -256,13 +258,14 @@ def test_a_libretranslate_client_works_unchanged_and_sigterm_finishes_requests_i
 
 
 def test_the_load_test_counts_every_request_and_compares_every_answer(reverser, tmp_path):
-    """`benchmark.py --server` as the docs run it, in short phases: every request answered, none differing."""
+    """`benchmark.py --server` as the docs run it, in short phases and with a beam size of its own (the server's and
+    the reference's): every request answered, none differing."""
     source = tmp_path / "sources.txt"
     source.write_text("\n".join(SOURCES) + "\n")
     report = tmp_path / "server.json"
     done = subprocess.run(
         [sys.executable, SCRIPTS / "benchmark.py", "--server", "--model", reverser, "--source", source, "--langs",
-         "digits", "reversed", "--clients", "8", "--seconds", "3", "--port", str(free_port()), "--json", report],
+         "digits", "reversed", "--clients", "8", "--seconds", "3", "--port", str(free_port()), "--num_beams", "2", "--json", report],
         capture_output=True, text=True, timeout=300,
     )
     assert done.returncode == 0, done.stderr[-3000:]
@@ -271,6 +274,6 @@ def test_the_load_test_counts_every_request_and_compares_every_answer(reverser, 
         row = summary[phase]
         assert row["requests"] > 0 and row["errors"] == row["lost"] == row["different_from_translate"] == 0, row
         assert row["latency_p50_ms"] <= row["latency_p95_ms"] <= row["latency_p99_ms"]
-    assert summary["concurrent"]["clients"] == 8
+    assert summary["concurrent"]["clients"] == 8 and summary["num_beams"] == 2
     assert summary["engine_alone"]["batched_sentences_per_second"] > 0
     assert "batching across requests" in done.stdout

@@ -106,16 +106,18 @@ def wait_until_serving(url: str, server: subprocess.Popen, timeout: float = 300)
 
 
 def server_benchmark(server_command: list[str], model: str, engine: str, source_file: str, pair: tuple[str, str],
-                     port: int, clients: int = 32, seconds: float = 60, threads: int = 2, parallel_batches: int = 1) -> dict:
-    """Starts `server_command` (which must serve `model` with `engine` on `port`), runs both phases, stops it."""
+                     port: int, clients: int = 32, seconds: float = 60, threads: int = 2, parallel_batches: int = 1,
+                     num_beams: int | None = None) -> dict:
+    """Starts `server_command` (which must serve `model` with `engine` on `port`, decoding with `num_beams`: None
+    for the model's own), runs both phases, stops it."""
     sentences = [line for line in read_lines(source_file) if line.strip()]
     reference, tokenizer = load_engine(model, engine, threads=threads, parallel_batches=parallel_batches)
     began = time.perf_counter()
-    expected = list(translate(reference, tokenizer, sentences))
+    expected = list(translate(reference, tokenizer, sentences, num_beams=num_beams))
     batched = len(sentences) / (time.perf_counter() - began)
     began = time.perf_counter()
     for sentence in sentences[:100]:
-        list(translate(reference, tokenizer, [sentence]))
+        list(translate(reference, tokenizer, [sentence], num_beams=num_beams))
     one_by_one = min(100, len(sentences)) / (time.perf_counter() - began)
     del reference
     url = f"http://127.0.0.1:{port}"
@@ -128,7 +130,8 @@ def server_benchmark(server_command: list[str], model: str, engine: str, source_
         server.terminate()
         server.wait(timeout=120)
     return {
-        "model": model, "engine": engine, "threads": threads, "parallel_batches": parallel_batches, "sentences": len(sentences),
+        "model": model, "engine": engine, "threads": threads, "parallel_batches": parallel_batches, "num_beams": num_beams,
+        "sentences": len(sentences),
         "engine_alone": {"one_by_one_sentences_per_second": round(one_by_one, 1),
                          "batched_sentences_per_second": round(batched, 1),
                          "batching_speedup": round(batched / one_by_one, 2)},
@@ -158,7 +161,7 @@ def format_server_table(summaries: list[dict]) -> str:
 
 
 def serve_command(serve_script: str, model: str, engine: str, pair: tuple[str, str], port: int, threads: int,
-                  parallel_batches: int = 1) -> list[str]:
+                  parallel_batches: int = 1, num_beams: int | None = None) -> list[str]:
     return [sys.executable, serve_script, "--model", model, "--engine", engine, "--source_lang", pair[0],
             "--target_lang", pair[1], "--port", str(port), "--threads", str(threads),
-            "--parallel_batches", str(parallel_batches)]
+            "--parallel_batches", str(parallel_batches)] + (["--num_beams", str(num_beams)] if num_beams else [])

@@ -87,10 +87,16 @@ def create_app(engine, tokenizer, settings: ServerSettings) -> FastAPI:
         buckets=(0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10, 30),
     )
     queue_length = Gauge("translation_queued_sentences", "Sentences waiting or being translated", registry=registry)
+    # How much concurrent requests share: batches of 1 under load mean batching across requests is not happening
+    batch_sentences = Histogram(
+        "translation_batch_sentences", "Sentences in each batch the engine translated", registry=registry,
+        buckets=(1, 2, 4, 8, 16, 32, 64, 128),
+    )
 
     def count_batch(outputs: list) -> None:
         texts = [text for text in outputs if isinstance(text, str) and text]
         sentences.inc(len(outputs))
+        batch_sentences.observe(len(outputs))
         if texts:
             tokens.inc(sum(len(ids) for ids in tokenizer(texts, add_special_tokens=False)["input_ids"]))
 
