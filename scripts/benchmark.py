@@ -76,7 +76,7 @@ def main():
             parser.error("--server needs --model and --source")
         # Imported here: the server and its load test need the `server` extra, the other modes do not
         from vanilla_transformer.analysis.server_benchmark import format_server_table, serve_command, server_benchmark
-        from vanilla_transformer.serving.server import default_parallel_batches
+        from vanilla_transformer.serving.command_line import default_parallel_batches
 
         args.threads = args.threads or torch.get_num_threads()
         if args.parallel_batches is None:

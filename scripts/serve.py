@@ -19,7 +19,7 @@ import uvicorn
 import vanilla_transformer  # noqa: F401  (registers the model with the Auto classes)
 from huggingface_hub import ModelCard
 from vanilla_transformer.serving.command_line import add_engine_arguments, load_engine_from_arguments
-from vanilla_transformer.serving.server import ServerSettings, create_app, default_parallel_batches
+from vanilla_transformer.serving.server import ServerSettings, create_app
 
 
 def card_languages(model: str) -> list[str]:
@@ -32,8 +32,7 @@ def card_languages(model: str) -> list[str]:
 
 def main() -> int:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    add_engine_arguments(parser, parallel_batches=None,
-                         parallel_batches_help="on a CPU one per thread, each a wave of requests; on a GPU 1")
+    add_engine_arguments(parser)
     parser.add_argument("--host", default="127.0.0.1", help="0.0.0.0 to listen on every interface")
     parser.add_argument("--port", type=int, default=8000)
     parser.add_argument("--api_key", default=os.environ.get("VANILLA_TRANSFORMER_API_KEY"),
@@ -45,8 +44,6 @@ def main() -> int:
     parser.add_argument("--max_body_bytes", type=int, default=1 << 20, help="largest request body (413 beyond)")
     parser.add_argument("--max_queued_sentences", type=int, default=4096, help="sentences waiting before 503 + Retry-After")
     args = parser.parse_args()
-    if args.parallel_batches is None:
-        args.parallel_batches = default_parallel_batches(args.threads, args.device)
     logging.basicConfig(format="%(asctime)s %(levelname)s %(name)s: %(message)s", level=logging.INFO)
 
     languages = card_languages(args.model)

@@ -24,7 +24,6 @@ import time
 from dataclasses import dataclass
 from urllib.parse import parse_qsl
 
-import torch
 from fastapi import FastAPI, Request
 from fastapi.exceptions import RequestValidationError
 from fastapi.responses import JSONResponse, Response
@@ -40,15 +39,6 @@ LANGUAGE_NAMES = {
     "ja": "Japanese", "nl": "Dutch", "pl": "Polish", "pt": "Portuguese", "ru": "Russian", "tr": "Turkish",
     "uk": "Ukrainian", "zh": "Chinese",
 }
-
-
-def default_parallel_batches(threads: int | None, device: str) -> int:
-    """How many waves of requests the server translates at once unless told: on a CPU one per engine thread, each on
-    a thread of its own, since a wave's small decoding steps cannot keep several threads busy; on a GPU one, which
-    the GPU batches. On the project's 2-core machine, 32 clients got 1.5-1.9x the sentences/s of one wave on one
-    thread with two waves of a thread each, with a lower p99 and the same latency for one client alone
-    (docs/performance.md); HTTP costs a third of a millisecond of CPU per request, so it needs no core of its own."""
-    return (threads or torch.get_num_threads()) if device.startswith("cpu") else 1
 
 
 @dataclass
