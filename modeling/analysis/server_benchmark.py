@@ -21,7 +21,6 @@ import statistics
 import subprocess
 import sys
 import time
-import urllib.error
 import urllib.request
 
 import aiohttp
@@ -96,8 +95,8 @@ def wait_until_serving(url: str, server: subprocess.Popen, timeout: float = 300)
     while True:
         try:
             with urllib.request.urlopen(f"{url}/health", timeout=10):
-                return  # urlopen raises on any status but 2xx
-        except (urllib.error.URLError, ConnectionError):
+                return
+        except OSError:  # not listening yet, or not healthy yet (urlopen raises HTTPError on any status but 2xx)
             pass
         if server.poll() is not None or time.time() > deadline:
             output = (server.stderr or server.stdout).read()
