@@ -228,7 +228,7 @@ def test_a_libretranslate_client_works_unchanged_and_sigterm_finishes_requests_i
     port = free_port()
     server = subprocess.Popen(
         [sys.executable, SCRIPTS / "serve.py", "--model", reverser, "--source_lang", "digits", "--target_lang", "reversed",
-         "--port", str(port), "--threads", "1"],
+         "--port", str(port), "--threads", "2"],  # serve.py's default on 2 cores: two waves at once, a thread each
         stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True, env={**os.environ, "VANILLA_TRANSFORMER_API_KEY": "k"},
     )
     try:
