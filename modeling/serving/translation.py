@@ -118,8 +118,8 @@ def translate_in_batches(engine, tokenizer, items, options: DecodingOptions, lim
     if empty:
         yield empty
     pending.sort(key=lambda item: len(item[1]), reverse=True)
-    batches = _token_batches(pending, batch_size, max_tokens)
-    if parallel_batches == 1:
+    batches = list(_token_batches(pending, batch_size, max_tokens))
+    if parallel_batches == 1 or len(batches) == 1:  # a single batch (a line typed, a request) needs no pool
         for batch in batches:
             yield _decoded(tokenizer, _translate_batch(engine, batch, options))
         return
