@@ -12,7 +12,8 @@ import pytest
 import torch
 from transformers import AutoModelForSeq2SeqLM, AutoTokenizer, Seq2SeqTrainingArguments, TrainerCallback
 from vanilla_transformer.data.tokenization import train_bpe_tokenizer
-from vanilla_transformer.training import DataTrainingArguments, ModelArguments, run_translation
+from transformers.trainer_pt_utils import LabelSmoother
+from vanilla_transformer.training import DataTrainingArguments, ModelArguments, TranslationTrainer, run_translation
 from vanilla_transformer.training.accelerate_loop import LoopArguments, train_with_accelerate
 from vanilla_transformer.training.checkpoint_averaging import average_checkpoints, last_checkpoints
 
@@ -160,6 +161,33 @@ def test_bad_input_is_refused_before_training(data, tmp_path, change, error, mes
     with pytest.raises(error, match=message):
         run_translation(model_args, data_args, training_args)
     assert not (tmp_path / "out" / "model.safetensors").exists()
+
+
+def test_the_trainers_label_smoothing_flag_runs_as_the_models_own_loss_with_the_same_values(data, tmp_path, monkeypatch):
+    # The Trainer's smoother (labels taken from the model, every padded position projected onto the vocabulary) and
+    # the model's packed loss give the same loss at every step, with gradient accumulation; without dropout, so that
+    # the two paths draw no random numbers
+    def training(output_dir):
+        model_args, data_args, training_args = arguments(
+            data, output_dir, label_smoothing_factor=0.1, gradient_accumulation_steps=2, max_steps=6
+        )
+        model_args.config_overrides += ",dropout=0.0"
+        run_translation(model_args, data_args, training_args)
+        return logged_losses(output_dir)
+
+    with monkeypatch.context() as patched:  # the Trainer's own path, as before the model took the flag
+        patched.setattr(TranslationTrainer, "smooth_labels_in_the_model", lambda self: None)
+        trainers_smoother = training(tmp_path / "trainer")
+    assert AutoModelForSeq2SeqLM.from_pretrained(tmp_path / "trainer").config.label_smoothing == 0
+
+    def refuse(*args, **kwargs):
+        raise AssertionError("the Trainer's LabelSmoother ran")
+
+    monkeypatch.setattr(LabelSmoother, "__call__", refuse)
+    models_loss = training(tmp_path / "model")
+    assert AutoModelForSeq2SeqLM.from_pretrained(tmp_path / "model").config.label_smoothing == 0.1
+    assert sorted(models_loss) == sorted(trainers_smoother) == list(range(1, 7))
+    assert models_loss == pytest.approx(trainers_smoother, rel=1e-5)
 
 
 def test_fine_tuning_continues_from_a_saved_model(data, tmp_path):

@@ -44,6 +44,8 @@ from .checkpoint_integrity import TRAINER_CHECKPOINT, TRAINER_STATE_FILES, last_
 from .evaluation import TranslationMetrics, decode_for_metrics
 from .hub import model_card, read_metrics
 
+logger = logging.getLogger(__name__)
+
 
 @dataclass
 class ModelArguments:
@@ -145,11 +147,28 @@ class DataTrainingArguments:
 
 
 class TranslationTrainer(Seq2SeqTrainer):
-    """A `Seq2SeqTrainer` that can batch by tokens (`max_tokens_per_batch`) as the paper does."""
+    """A `Seq2SeqTrainer` that can batch by tokens (`max_tokens_per_batch`) as the paper does, and that smooths the
+    labels (`--label_smoothing_factor`) in the model's own loss."""
 
     def __init__(self, *args, max_tokens_per_batch: int | None = None, **kwargs):
         super().__init__(*args, **kwargs)
         self.max_tokens_per_batch = max_tokens_per_batch
+        self.smooth_labels_in_the_model()
+
+    def smooth_labels_in_the_model(self) -> None:
+        """`--label_smoothing_factor` becomes the model's `config.label_smoothing`, and the Trainer's own smoother is
+        switched off. The Trainer's smoother takes the labels away from the model and smooths the logits of every
+        padded target position; the model's loss (`label_smoothed_cross_entropy`) computes the same value from the
+        labelled positions alone, skipping the padding's layers and vocabulary projection. Models without the field
+        keep the Trainer's smoother."""
+        config = getattr(self.model, "config", None)
+        if self.label_smoother is None or not isinstance(config, VanillaTransformerConfig):
+            return
+        factor = self.args.label_smoothing_factor
+        if config.label_smoothing not in (0, factor):
+            logger.info("--label_smoothing_factor %s replaces the model's label_smoothing %s", factor, config.label_smoothing)
+        config.label_smoothing = factor
+        self.label_smoother = None
 
     def get_train_dataloader(self) -> DataLoader:
         if self.max_tokens_per_batch is None:
