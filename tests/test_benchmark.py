@@ -10,6 +10,8 @@ from pathlib import Path
 import torch
 from vanilla_transformer.analysis.benchmarking import Batch, build, training_flops, translation_batch
 
+from .translation_fixtures import SOURCE, TARGET, write_numbers_data
+
 SCRIPTS = Path(__file__).resolve().parents[1] / "scripts"
 
 
@@ -41,7 +43,7 @@ def test_model_flops_count_real_tokens_only():
 
 def test_the_readme_command_writes_every_ratio(tmp_path):
     out = tmp_path / "tiny.json"
-    command = [sys.executable, SCRIPTS / "benchmark.py", "--size", "tiny", "--threads", "2", "--json", out,
+    command = [sys.executable, SCRIPTS / "benchmark.py", "model", "--size", "tiny", "--threads", "2", "--json", out,
                "--repeats", "1", "--warmup", "0", "--models", "ours-sdpa", "marian-sdpa"]
     result = subprocess.run(command, capture_output=True, text=True)
     assert result.returncode == 0, result.stderr[-2000:]
@@ -51,3 +53,27 @@ def test_the_readme_command_writes_every_ratio(tmp_path):
     for entry in summary["models"].values():
         assert 0 < entry["train_mfu"] < 1 and entry["train_peak_memory_bytes"] > 0
     assert "ours-sdpa / marian-sdpa: train" in result.stdout
+
+
+def test_the_recipe_benchmark_times_both_loss_paths_on_the_same_start(tmp_path):
+    prefixes = write_numbers_data(tmp_path, {"train": 200})
+    out = tmp_path / "recipe.json"
+    command = [sys.executable, SCRIPTS / "benchmark.py", "recipe", "--corpus", prefixes["train"], "--langs", SOURCE,
+               TARGET, "--steps", "5", "--rounds", "1", "--json", out]
+    result = subprocess.run(command, capture_output=True, text=True)
+    assert result.returncode == 0, result.stderr[-2000:]
+    summary = json.loads(out.read_text())
+    assert set(summary["runs"]) == {"trainer-label-smoother", "model-loss"}
+    assert math.isfinite(summary["ratio"]) and summary["ratio"] > 0
+    losses = [runs[0]["train_loss"] for runs in summary["runs"].values()]
+    # The same start, batches and loss; only the dropout draws differ between the two paths
+    assert math.isclose(*losses, rel_tol=0.02)
+    assert "model-loss / trainer-label-smoother" in result.stdout
+
+
+def test_the_gpu_check_says_there_is_no_gpu_and_runs_nothing_on_a_cpu_machine(tmp_path):
+    if torch.cuda.is_available():
+        return  # a GPU machine runs the check itself (scripts/gpu_check.sh)
+    done = subprocess.run(["bash", SCRIPTS / "gpu_check.sh", tmp_path / "gpu.json"], capture_output=True, text=True)
+    assert done.returncode == 0 and "no CUDA GPU here" in done.stdout
+    assert not (tmp_path / "gpu.json").exists()

@@ -258,13 +258,13 @@ def test_a_libretranslate_client_works_unchanged_and_sigterm_finishes_requests_i
 
 
 def test_the_load_test_counts_every_request_and_compares_every_answer(reverser, tmp_path):
-    """`benchmark.py --server` as the docs run it, in short phases and with a beam size of its own (the server's and
+    """`benchmark.py server` as the docs run it, in short phases and with a beam size of its own (the server's and
     the reference's): every request answered, none differing."""
     source = tmp_path / "sources.txt"
     source.write_text("\n".join(SOURCES) + "\n")
     report = tmp_path / "server.json"
     done = subprocess.run(
-        [sys.executable, SCRIPTS / "benchmark.py", "--server", "--model", reverser, "--source", source, "--langs",
+        [sys.executable, SCRIPTS / "benchmark.py", "server", "--model", reverser, "--source", source, "--langs",
          "digits", "reversed", "--clients", "8", "--seconds", "3", "--port", str(free_port()), "--num_beams", "2", "--json", report],
         capture_output=True, text=True, timeout=300,
     )

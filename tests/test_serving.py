@@ -10,7 +10,7 @@ import numpy as np
 import pytest
 import torch
 from transformers import AutoModelForSeq2SeqLM
-from vanilla_transformer.analysis.benchmarking import SERVING_PATHS, serving_benchmark
+from vanilla_transformer.analysis.serving_benchmark import SERVING_PATHS, serving_benchmark
 from vanilla_transformer.conversion.marian import to_marian
 from vanilla_transformer.serving import TranslationError, export_model, load_engine, translate
 from vanilla_transformer.serving.engines import GenerateEngine
