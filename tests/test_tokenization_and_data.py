@@ -5,13 +5,19 @@ import json
 import math
 import random
 
+import numpy as np
 import pytest
 import sacrebleu
 import torch
 from transformers import get_scheduler
 from vanilla_transformer import VanillaTransformerConfig
 from vanilla_transformer.data.tokenization import check_tokenizer_matches_config
-from vanilla_transformer.data.translation_data import ParallelTextFiles, TokenBatchSampler, open_translation_file
+from vanilla_transformer.data.translation_data import (
+    ParallelTextFiles,
+    TokenBatchSampler,
+    open_translation_file,
+    token_budget_batch_sizes,
+)
 from vanilla_transformer.training import noam_peak_learning_rate
 from vanilla_transformer.training.evaluation import load_translation_metric
 
@@ -95,6 +101,21 @@ def test_token_batches_cover_every_pair_once_within_the_budget():
     assert epochs[0] != epochs[1]
     sampler.set_epoch(1)
     assert list(sampler) == epochs[1]  # a resumed run sees the same batches
+
+
+@pytest.mark.parametrize("max_size", [None, 1, 7])
+def test_the_token_budget_batcher_cuts_sorted_lengths_greedily_within_budget_and_size(max_size):
+    # The one batcher of training and serving: every item once, in order; no batch over the budget (but a lone
+    # over-long item) or over max_size; no batch that could have taken the next item
+    lengths = np.sort(np.array([random.Random(1).randint(1, 80) for _ in range(400)] + [500]))
+    sizes = token_budget_batch_sizes(lengths, 256, max_size)
+    assert sizes.sum() == len(lengths) and (sizes > 0).all()
+    ends = np.cumsum(sizes)
+    for size, end in zip(sizes, ends):
+        assert size * lengths[end - 1] <= 256 or size == 1
+        assert max_size is None or size <= max_size
+        if end < len(lengths) and (max_size is None or size < max_size):
+            assert (size + 1) * lengths[end] > 256
 
 
 def test_noam_schedule_is_the_papers_formula():

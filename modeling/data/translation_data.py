@@ -160,6 +160,23 @@ def open_translation_file(path: str, source_lang: str, target_lang: str, name: s
     return ParallelTextFiles(path, source_lang, target_lang, limit)
 
 
+def token_budget_batch_sizes(sorted_lengths: np.ndarray, max_tokens: int, max_size: int | None = None) -> np.ndarray:
+    """The one token-budget batcher, for training (`TokenBatchSampler`) and serving (`translate()`, the server): the
+    sizes of consecutive batches of ascending lengths, each taking items while (items so far + 1) x the newest,
+    longest length fits in `max_tokens` (and, with `max_size`, at most that many items); an item over the budget
+    alone is a batch of one."""
+    sizes, start = [], 0
+    while start < len(sorted_lengths):
+        # No batch starting here holds more than max_tokens // its shortest length items
+        most = max_tokens // max(1, int(sorted_lengths[start]))
+        window = sorted_lengths[start : start + min(most, max_size or most)]
+        padded = window * np.arange(1, len(window) + 1)  # non-decreasing: the first k fit or not at all
+        size = max(1, int(np.count_nonzero(padded <= max_tokens)))
+        sizes.append(size)
+        start += size
+    return np.array(sizes, dtype=np.int64)
+
+
 class TokenBatchSampler(Sampler[list[int]]):
     """Batches of sentence pairs of similar length, each holding at most `max_tokens` tokens once padded, in a
     random order (section 5.1: "Sentence pairs were batched together by approximate sequence length. Each training
@@ -182,23 +199,10 @@ class TokenBatchSampler(Sampler[list[int]]):
         self.seed = seed
         self.epoch = 0
         # Batch sizes depend only on the sorted lengths, not on how ties are broken: computed once
-        self.batch_sizes = self._batch_sizes(np.sort(self.lengths))
+        self.batch_sizes = token_budget_batch_sizes(np.sort(self.lengths), max_tokens)
 
     def set_epoch(self, epoch: int) -> None:
         self.epoch = epoch
-
-    def _batch_sizes(self, sorted_lengths: np.ndarray) -> np.ndarray:
-        """Greedy grouping of ascending lengths: a batch takes pairs while (pairs so far + 1) x the newest, longest
-        length fits in `max_tokens`; a pair over the budget alone is a batch of one."""
-        sizes, start = [], 0
-        while start < len(sorted_lengths):
-            # No batch starting here holds more than max_tokens // its shortest length pairs
-            window = sorted_lengths[start : start + self.max_tokens // max(1, sorted_lengths[start])]
-            padded = window * np.arange(1, len(window) + 1)  # non-decreasing: the first k fit or not at all
-            size = max(1, int(np.count_nonzero(padded <= self.max_tokens)))
-            sizes.append(size)
-            start += size
-        return np.array(sizes, dtype=np.int64)
 
     def __iter__(self):
         rng = random.Random(self.seed + self.epoch)

@@ -10,8 +10,10 @@ import logging
 from collections.abc import Callable, Iterable, Iterator
 from concurrent.futures import ThreadPoolExecutor, as_completed
 
+import numpy as np
 from transformers import PreTrainedTokenizerBase
 
+from ..data.translation_data import token_budget_batch_sizes
 from .engines import DecodingOptions, as_engine
 
 logger = logging.getLogger(__name__)
@@ -117,14 +119,17 @@ def translate_in_batches(engine, tokenizer, items, options: DecodingOptions, lim
         pending.append((key, ids))
     if empty:
         yield empty
-    pending.sort(key=lambda item: len(item[1]), reverse=True)
-    batches = list(_token_batches(pending, batch_size, max_tokens))
+    pending.sort(key=lambda item: len(item[1]))
+    sizes = token_budget_batch_sizes(np.array([len(ids) for _, ids in pending]), max_tokens, batch_size)
+    ends = np.cumsum(sizes)
+    # The longest first: with batches in parallel, no long batch is left to run alone at the end
+    batches = [pending[end - size : end] for size, end in zip(sizes.tolist(), ends.tolist())][::-1]
     if parallel_batches == 1 or len(batches) == 1:  # a single batch (a line typed, a request) needs no pool
         for batch in batches:
             yield _decoded(tokenizer, _translate_batch(engine, batch, options))
         return
     pool = ThreadPoolExecutor(parallel_batches, thread_name_prefix="translation-batch")
-    try:  # the longest batches are submitted first, so that no long batch is left to run alone at the end
+    try:
         futures = [pool.submit(_translate_batch, engine, batch, options) for batch in batches]
         for future in as_completed(futures):
             yield _decoded(tokenizer, future.result())
@@ -138,19 +143,6 @@ def _decoded(tokenizer, outputs: list) -> dict:
         key: output if isinstance(output, TranslationError) else tokenizer.decode(output, skip_special_tokens=True).strip()
         for key, output in outputs
     }
-
-
-def _token_batches(items: list, batch_size: int, max_tokens: int) -> Iterator[list]:
-    """Consecutive runs of `items` (sorted by length, longest first) of at most `batch_size` items whose padded
-    size (items x longest) stays within `max_tokens`; an item longer than `max_tokens` goes alone."""
-    batch: list = []
-    for item in items:
-        if batch and (len(batch) == batch_size or (len(batch) + 1) * len(batch[0][1]) > max_tokens):
-            yield batch
-            batch = []
-        batch.append(item)
-    if batch:
-        yield batch
 
 
 def _translate_batch(engine, batch: list, options: DecodingOptions) -> list:
