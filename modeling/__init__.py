@@ -42,9 +42,10 @@ VanillaTransformerConfig.register_for_auto_class("AutoConfig")
 VanillaTransformerModel.register_for_auto_class("AutoModel")
 VanillaTransformerForConditionalGeneration.register_for_auto_class("AutoModelForSeq2SeqLM")
 
-# The flat modules of release 0.1.0 and where they live now. `vanilla_transformer.training` and
-# `vanilla_transformer.serving` are folders of the same names that keep their public names.
+# Modules of earlier releases and where they live now: the flat modules of 0.1.0 (`vanilla_transformer.training` and
+# `vanilla_transformer.serving` are folders of the same names that keep their public names) and those moved since.
 MOVED_MODULES = {
+    "conversion.pytorch_tutorial": "analysis.pytorch_tutorial",
     "accelerate_training": "training.accelerate_loop",
     "attention_maps": "analysis.attention_maps",
     "benchmarking": "analysis.benchmarking",
@@ -56,7 +57,7 @@ MOVED_MODULES = {
     "marian_conversion": "conversion.marian",
     "plotting": "analysis.plotting",
     "quickstart": "recipes.quickstart",
-    "reference_models": "conversion.pytorch_tutorial",
+    "reference_models": "analysis.pytorch_tutorial",
     "tokenization": "data.tokenization",
     "torch_transformer_conversion": "conversion.torch_transformer",
     "toy_tasks": "data.toy_tasks",
@@ -69,16 +70,15 @@ class _MovedModules(importlib.abc.MetaPathFinder, importlib.abc.Loader):
     that code written against 0.1.0 (`from vanilla_transformer.inference import translate`) keeps working."""
 
     def find_spec(self, fullname, path, target=None):
-        package, _, name = fullname.rpartition(".")
-        if package == __name__ and name in MOVED_MODULES:
+        if fullname.removeprefix(f"{__name__}.") in MOVED_MODULES:
             return importlib.util.spec_from_loader(fullname, self)
         return None
 
     def exec_module(self, module):
-        new_name = f"{__name__}.{MOVED_MODULES[module.__name__.rpartition('.')[2]]}"
+        new_name = f"{__name__}.{MOVED_MODULES[module.__name__.removeprefix(f'{__name__}.')]}"
         warnings.warn(
-            f"`{module.__name__}` moved to `{new_name}` in 0.2.0; import it from there (the old name will be removed "
-            "in a later release).",
+            f"`{module.__name__}` moved to `{new_name}`; import it from there (the old name will be removed in a later "
+            "release).",
             FutureWarning,
             stacklevel=2,
         )

@@ -5,7 +5,7 @@ import pytest
 import torch
 from torch import nn
 from vanilla_transformer import from_torch_transformer
-from vanilla_transformer.conversion.pytorch_tutorial import TutorialSeq2SeqTransformer
+from vanilla_transformer.analysis.pytorch_tutorial import TutorialSeq2SeqTransformer
 
 from .conftest import padded_batch
 
