@@ -43,7 +43,7 @@ LANGUAGE_NAMES = {
 
 @dataclass
 class ServerSettings:
-    """What the server serves and the limits that keep it up under load and bad input."""
+    """What the server serves and the limits that keep it up under load and bad input: every cap in one place."""
 
     source_lang: str
     target_lang: str
@@ -58,6 +58,9 @@ class ServerSettings:
     num_beams: int | None = None  # decoding defaults: the model's generation config where None
     length_penalty: float | None = None
     max_new_tokens: int | None = None
+    max_request_num_beams: int = 16  # the most a /v1/translate request may ask for
+    max_request_new_tokens: int = 1024
+    frontend_timeout_ms: int = 500  # LibreTranslate's web frontend: how long it waits after typing stops
 
 
 class ApiError(Exception):
@@ -66,42 +69,65 @@ class ApiError(Exception):
         self.status, self.message, self.headers = status, message, headers
 
 
-def create_app(engine, tokenizer, settings: ServerSettings) -> FastAPI:
-    """The ASGI app over `engine` (see `serving.engines.load_engine`)."""
-    registry = CollectorRegistry()
-    requests = Counter("translation_requests", "Requests by route and status", ["route", "status"], registry=registry)
-    sentences = Counter("translation_sentences", "Sentences translated", registry=registry)
-    tokens = Counter("translation_output_tokens", "Tokens of the translations", registry=registry)
-    latency = Histogram(
-        "translation_request_seconds", "Time to answer a translation request", ["route"], registry=registry,
-        buckets=(0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10, 30),
-    )
-    queue_length = Gauge("translation_queued_sentences", "Sentences waiting or being translated", registry=registry)
-    # How much concurrent requests share: batches of 1 under load mean batching across requests is not happening
-    batch_sentences = Histogram(
-        "translation_batch_sentences", "Sentences in each batch the engine translated", registry=registry,
-        buckets=(1, 2, 4, 8, 16, 32, 64, 128),
-    )
+class ServerMetrics:
+    """The Prometheus metrics of one app, in a registry of its own."""
 
-    def count_batch(outputs: list) -> None:
+    def __init__(self):
+        self.registry = CollectorRegistry()
+        self.requests = Counter("translation_requests", "Requests by route and status", ["route", "status"], registry=self.registry)
+        self.sentences = Counter("translation_sentences", "Sentences translated", registry=self.registry)
+        self.tokens = Counter("translation_output_tokens", "Tokens of the translations", registry=self.registry)
+        self.latency = Histogram(
+            "translation_request_seconds", "Time to answer a translation request", ["route"], registry=self.registry,
+            buckets=(0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10, 30),
+        )
+        self.queue_length = Gauge("translation_queued_sentences", "Sentences waiting or being translated", registry=self.registry)
+        # How much concurrent requests share: batches of 1 under load mean batching across requests is not happening
+        self.batch_sentences = Histogram(
+            "translation_batch_sentences", "Sentences in each batch the engine translated", registry=self.registry,
+            buckets=(1, 2, 4, 8, 16, 32, 64, 128),
+        )
+
+
+@dataclass
+class ServerState:
+    """What the routes share: the engine and its tokenizer, the settings, the server's decoding options, the
+    metrics, and the batcher (made when the server starts)."""
+
+    engine: object
+    tokenizer: object
+    settings: ServerSettings
+    metrics: ServerMetrics
+    batcher: RequestBatcher | None = None
+
+    @property
+    def served_decoding(self) -> dict:
+        """The server's decoding settings; /v1/translate may override them per request."""
+        settings = self.settings
+        return dict(num_beams=settings.num_beams, length_penalty=settings.length_penalty, max_new_tokens=settings.max_new_tokens)
+
+    def count_batch(self, outputs: list) -> None:
         texts = [text for text in outputs if isinstance(text, str) and text]
-        sentences.inc(len(outputs))
-        batch_sentences.observe(len(outputs))
+        self.metrics.sentences.inc(len(outputs))
+        self.metrics.batch_sentences.observe(len(outputs))
         if texts:
-            tokens.inc(sum(len(ids) for ids in tokenizer(texts, add_special_tokens=False)["input_ids"]))
+            self.metrics.tokens.inc(sum(len(ids) for ids in self.tokenizer(texts, add_special_tokens=False)["input_ids"]))
 
-    state = {}
+
+def create_app(engine, tokenizer, settings: ServerSettings) -> FastAPI:
+    """The ASGI app over `engine` (see `serving.engines.load_engine`): the routes below over one `ServerState`."""
+    state = ServerState(engine, tokenizer, settings, ServerMetrics())
+    options = engine.decoding_options(**state.served_decoding)
 
     async def lifespan(app):
-        batcher = RequestBatcher(
+        state.batcher = RequestBatcher(
             engine, tokenizer, settings.max_queued_sentences, settings.batch_size, settings.max_tokens_per_batch,
-            settings.max_source_length, on_batch=count_batch,
+            settings.max_source_length, on_batch=state.count_batch,
         )
-        queue_length.set_function(lambda: batcher.queued_sentences)
-        state["batcher"] = batcher
+        state.metrics.queue_length.set_function(lambda: state.batcher.queued_sentences)
         yield
         # uvicorn has stopped taking requests and finished those in flight; whatever is still queued is finished too
-        await asyncio.to_thread(batcher.close)
+        await asyncio.to_thread(state.batcher.close)
 
     app = FastAPI(
         title="vanilla-transformer translation server",
@@ -109,154 +135,174 @@ def create_app(engine, tokenizer, settings: ServerSettings) -> FastAPI:
         "(/translate, /languages, /frontend/settings) and our own (/v1/translate).",
         lifespan=lifespan,
     )
-    # The server's decoding settings; /v1/translate may override them per request
-    served = dict(num_beams=settings.num_beams, length_penalty=settings.length_penalty, max_new_tokens=settings.max_new_tokens)
-    options = engine.decoding_options(**served)
-
-    @app.exception_handler(ApiError)
-    async def api_error(request: Request, error: ApiError):
-        return JSONResponse({"error": error.message}, status_code=error.status, headers=error.headers)
-
-    @app.exception_handler(HTTPException)
-    async def http_error(request: Request, error: HTTPException):
-        return JSONResponse({"error": str(error.detail)}, status_code=error.status_code, headers=error.headers)
-
-    @app.exception_handler(RequestValidationError)
-    async def validation_error(request: Request, error: RequestValidationError):
-        return JSONResponse({"error": f"Invalid request: {error.errors()}"}, status_code=400)
-
-    app.add_middleware(Measured, requests=requests, latency=latency)
-
-    async def translated(request: Request, lines: list[str], decoding) -> list[str]:
-        """The translations of `lines`, through the shared batcher; gives up, and frees its place in the queue, if
-        the client goes away before its wave starts."""
-        try:
-            future = state["batcher"].submit(lines, decoding)
-        except QueueFull as error:
-            raise ApiError(503, f"The server is busy: {error} Retry later.", {"Retry-After": "1"}) from None
-        except ServerClosing as error:
-            raise ApiError(503, str(error), {"Retry-After": "5"}) from None
-        waiting = asyncio.wrap_future(future)
-        while True:
-            done, _ = await asyncio.wait({waiting}, timeout=0.25)
-            if done:
-                break
-            if await request.is_disconnected():
-                future.cancel()
-                raise ApiError(499, "The client closed the request.")
-        try:
-            return waiting.result()
-        except TranslationFailed as error:
-            raise ApiError(500, str(error)) from None
-
-    def check_key(given) -> None:
-        if settings.api_key is None:
-            return
-        if not isinstance(given, str) or not hmac.compare_digest(given.encode(), settings.api_key.encode()):
-            raise ApiError(403, "Invalid API key: send the server's key as api_key.")
-
-    def split_lines(texts: list[str]) -> tuple[list[str], list[int]]:
-        lines, counts = [], []
-        for text in texts:
-            parts = text.split("\n")
-            lines.extend(parts)
-            counts.append(len(parts))
-        if len(lines) > settings.max_sentences:
-            raise ApiError(413, f"The request holds {len(lines)} lines; the limit is {settings.max_sentences} per request.")
-        characters = sum(len(line) for line in lines)
-        if characters > settings.max_characters:
-            raise ApiError(413, f"The request holds {characters} characters; the limit is {settings.max_characters} per request.")
-        return lines, counts
-
-    def joined(translations: list[str], counts: list[int]) -> list[str]:
-        out, start = [], 0
-        for n in counts:
-            out.append("\n".join(translations[start : start + n]))
-            start += n
-        return out
-
-    @app.post("/translate", summary="LibreTranslate: translate q from source to target")
-    async def libre_translate(request: Request):
-        fields = await read_fields(request, settings.max_body_bytes)
-        check_key(fields.get("api_key"))
-        q = fields.get("q")
-        if q is None:
-            raise ApiError(400, "Invalid request: missing q parameter")
-        if not (isinstance(q, str) or (isinstance(q, list) and all(isinstance(item, str) for item in q))):
-            raise ApiError(400, "Invalid request: q must be a string or a list of strings")
-        for name in ("source", "target"):
-            if not isinstance(fields.get(name), str):
-                raise ApiError(400, f"Invalid request: missing {name} parameter")
-        source, target = fields["source"], fields["target"]
-        if source not in (settings.source_lang, "auto") or target != settings.target_lang:
-            raise ApiError(
-                400, f"{source} -> {target} is not served: this server translates {settings.source_lang} -> "
-                f"{settings.target_lang} only."
-            )
-        text_format = fields.get("format", "text")
-        if text_format != "text":
-            raise ApiError(400, f"format {text_format!r} is not supported: send plain text with format 'text'.")
-        texts = [q] if isinstance(q, str) else q
-        lines, counts = split_lines(texts)
-        translations = joined(await translated(request, lines, options), counts)
-        answer = {"translatedText": translations[0] if isinstance(q, str) else translations}
-        if source == "auto":  # no detection: every text is taken for the one source language the model reads
-            answer["detectedLanguage"] = {"language": settings.source_lang, "confidence": 0}
-        return answer
-
-    @app.post("/v1/translate", summary="Translate a list of texts, with decoding options")
-    async def v1_translate(request: Request):
-        fields = await read_fields(request, settings.max_body_bytes, form=False)
-        check_key(fields.get("api_key"))
-        texts = fields.get("text")
-        if not isinstance(texts, list) or not all(isinstance(text, str) for text in texts):
-            raise ApiError(400, 'Invalid request: "text" must be a list of strings')
-        overrides = {}
-        for name, kind in (("num_beams", int), ("length_penalty", (int, float)), ("max_new_tokens", int)):
-            value = fields.get(name)
-            if value is None:
-                continue
-            if isinstance(value, bool) or not isinstance(value, kind) or value <= 0 and name != "length_penalty":
-                raise ApiError(400, f"Invalid request: {name} must be a positive number, got {value!r}")
-            overrides[name] = value
-        if overrides.get("num_beams", 1) > 16 or overrides.get("max_new_tokens", 1) > 1024:
-            raise ApiError(413, "Invalid request: num_beams is limited to 16 and max_new_tokens to 1024.")
-        decoding = engine.decoding_options(**{**served, **overrides})
-        lines, counts = split_lines(texts)
-        return {"translations": joined(await translated(request, lines, decoding), counts)}
-
-    @app.get("/languages", summary="LibreTranslate: the languages served")
-    async def languages():
-        return [
-            {"code": settings.source_lang, "name": language_name(settings.source_lang), "targets": [settings.target_lang]},
-            {"code": settings.target_lang, "name": language_name(settings.target_lang), "targets": []},
-        ]
-
-    @app.get("/frontend/settings", summary="LibreTranslate: what a client may send")
-    async def frontend_settings():
-        return {
-            "charLimit": settings.max_characters,
-            "frontendTimeout": 500,
-            "apiKeys": settings.api_key is not None,
-            "keyRequired": settings.api_key is not None,
-            "suggestions": False,
-            "filesTranslation": False,
-            "supportedFilesFormat": [],
-            "language": {
-                "source": {"code": settings.source_lang, "name": language_name(settings.source_lang)},
-                "target": {"code": settings.target_lang, "name": language_name(settings.target_lang)},
-            },
-        }
-
-    @app.get("/health", summary="Liveness: 200 while the server answers")
-    async def health():
-        return {"status": "ok", "queued_sentences": state["batcher"].queued_sentences}
-
-    @app.get("/metrics", summary="Prometheus metrics")
-    async def metrics():
-        return Response(generate_latest(registry), media_type=CONTENT_TYPE_LATEST)
-
+    app.state.server, app.state.options = state, options
+    app.add_exception_handler(ApiError, api_error)
+    app.add_exception_handler(HTTPException, http_error)
+    app.add_exception_handler(RequestValidationError, validation_error)
+    app.add_middleware(Measured, requests=state.metrics.requests, latency=state.metrics.latency)
+    app.add_api_route("/translate", libre_translate, methods=["POST"], summary="LibreTranslate: translate q from source to target")
+    app.add_api_route("/v1/translate", v1_translate, methods=["POST"], summary="Translate a list of texts, with decoding options")
+    app.add_api_route("/languages", languages, methods=["GET"], summary="LibreTranslate: the languages served")
+    app.add_api_route("/frontend/settings", frontend_settings, methods=["GET"], summary="LibreTranslate: what a client may send")
+    app.add_api_route("/health", health, methods=["GET"], summary="Liveness: 200 while the server answers")
+    app.add_api_route("/metrics", metrics, methods=["GET"], summary="Prometheus metrics")
     return app
+
+
+async def api_error(request: Request, error: ApiError):
+    return JSONResponse({"error": error.message}, status_code=error.status, headers=error.headers)
+
+
+async def http_error(request: Request, error: HTTPException):
+    return JSONResponse({"error": str(error.detail)}, status_code=error.status_code, headers=error.headers)
+
+
+async def validation_error(request: Request, error: RequestValidationError):
+    return JSONResponse({"error": f"Invalid request: {error.errors()}"}, status_code=400)
+
+
+async def translated(request: Request, lines: list[str], decoding) -> list[str]:
+    """The translations of `lines`, through the shared batcher; gives up, and frees its place in the queue, if the
+    client goes away before its wave starts."""
+    try:
+        future = request.app.state.server.batcher.submit(lines, decoding)
+    except QueueFull as error:
+        raise ApiError(503, f"The server is busy: {error} Retry later.", {"Retry-After": "1"}) from None
+    except ServerClosing as error:
+        raise ApiError(503, str(error), {"Retry-After": "5"}) from None
+    waiting = asyncio.wrap_future(future)
+    while True:
+        done, _ = await asyncio.wait({waiting}, timeout=0.25)
+        if done:
+            break
+        if await request.is_disconnected():
+            future.cancel()
+            raise ApiError(499, "The client closed the request.")
+    try:
+        return waiting.result()
+    except TranslationFailed as error:
+        raise ApiError(500, str(error)) from None
+
+
+def check_key(settings: ServerSettings, given) -> None:
+    if settings.api_key is None:
+        return
+    if not isinstance(given, str) or not hmac.compare_digest(given.encode(), settings.api_key.encode()):
+        raise ApiError(403, "Invalid API key: send the server's key as api_key.")
+
+
+def split_lines(settings: ServerSettings, texts: list[str]) -> tuple[list[str], list[int]]:
+    """The lines of every text, and how many each text has; refuses a request over the line or character limits."""
+    lines, counts = [], []
+    for text in texts:
+        parts = text.split("\n")
+        lines.extend(parts)
+        counts.append(len(parts))
+    if len(lines) > settings.max_sentences:
+        raise ApiError(413, f"The request holds {len(lines)} lines; the limit is {settings.max_sentences} per request.")
+    characters = sum(len(line) for line in lines)
+    if characters > settings.max_characters:
+        raise ApiError(413, f"The request holds {characters} characters; the limit is {settings.max_characters} per request.")
+    return lines, counts
+
+
+def joined(translations: list[str], counts: list[int]) -> list[str]:
+    out, start = [], 0
+    for n in counts:
+        out.append("\n".join(translations[start : start + n]))
+        start += n
+    return out
+
+
+async def libre_translate(request: Request):
+    settings = request.app.state.server.settings
+    fields = await read_fields(request, settings.max_body_bytes)
+    check_key(settings, fields.get("api_key"))
+    q = fields.get("q")
+    if q is None:
+        raise ApiError(400, "Invalid request: missing q parameter")
+    if not (isinstance(q, str) or (isinstance(q, list) and all(isinstance(item, str) for item in q))):
+        raise ApiError(400, "Invalid request: q must be a string or a list of strings")
+    for name in ("source", "target"):
+        if not isinstance(fields.get(name), str):
+            raise ApiError(400, f"Invalid request: missing {name} parameter")
+    source, target = fields["source"], fields["target"]
+    if source not in (settings.source_lang, "auto") or target != settings.target_lang:
+        raise ApiError(
+            400, f"{source} -> {target} is not served: this server translates {settings.source_lang} -> "
+            f"{settings.target_lang} only."
+        )
+    text_format = fields.get("format", "text")
+    if text_format != "text":
+        raise ApiError(400, f"format {text_format!r} is not supported: send plain text with format 'text'.")
+    texts = [q] if isinstance(q, str) else q
+    lines, counts = split_lines(settings, texts)
+    translations = joined(await translated(request, lines, request.app.state.options), counts)
+    answer = {"translatedText": translations[0] if isinstance(q, str) else translations}
+    if source == "auto":  # no detection: every text is taken for the one source language the model reads
+        answer["detectedLanguage"] = {"language": settings.source_lang, "confidence": 0}
+    return answer
+
+
+async def v1_translate(request: Request):
+    state: ServerState = request.app.state.server
+    settings = state.settings
+    fields = await read_fields(request, settings.max_body_bytes, form=False)
+    check_key(settings, fields.get("api_key"))
+    texts = fields.get("text")
+    if not isinstance(texts, list) or not all(isinstance(text, str) for text in texts):
+        raise ApiError(400, 'Invalid request: "text" must be a list of strings')
+    overrides = {}
+    for name, kind in (("num_beams", int), ("length_penalty", (int, float)), ("max_new_tokens", int)):
+        value = fields.get(name)
+        if value is None:
+            continue
+        if isinstance(value, bool) or not isinstance(value, kind) or value <= 0 and name != "length_penalty":
+            raise ApiError(400, f"Invalid request: {name} must be a positive number, got {value!r}")
+        overrides[name] = value
+    if overrides.get("num_beams", 1) > settings.max_request_num_beams or (
+        overrides.get("max_new_tokens", 1) > settings.max_request_new_tokens
+    ):
+        raise ApiError(
+            413, f"Invalid request: num_beams is limited to {settings.max_request_num_beams} and max_new_tokens to "
+            f"{settings.max_request_new_tokens}."
+        )
+    decoding = state.engine.decoding_options(**{**state.served_decoding, **overrides})
+    lines, counts = split_lines(settings, texts)
+    return {"translations": joined(await translated(request, lines, decoding), counts)}
+
+
+async def languages(request: Request):
+    settings = request.app.state.server.settings
+    return [
+        {"code": settings.source_lang, "name": language_name(settings.source_lang), "targets": [settings.target_lang]},
+        {"code": settings.target_lang, "name": language_name(settings.target_lang), "targets": []},
+    ]
+
+
+async def frontend_settings(request: Request):
+    settings = request.app.state.server.settings
+    return {
+        "charLimit": settings.max_characters,
+        "frontendTimeout": settings.frontend_timeout_ms,
+        "apiKeys": settings.api_key is not None,
+        "keyRequired": settings.api_key is not None,
+        "suggestions": False,
+        "filesTranslation": False,
+        "supportedFilesFormat": [],
+        "language": {
+            "source": {"code": settings.source_lang, "name": language_name(settings.source_lang)},
+            "target": {"code": settings.target_lang, "name": language_name(settings.target_lang)},
+        },
+    }
+
+
+async def health(request: Request):
+    return {"status": "ok", "queued_sentences": request.app.state.server.batcher.queued_sentences}
+
+
+async def metrics(request: Request):
+    return Response(generate_latest(request.app.state.server.metrics.registry), media_type=CONTENT_TYPE_LATEST)
 
 
 class Measured:
