@@ -4,6 +4,7 @@ changes and never left half written, and the filter for crawled corpora with its
 
 import os
 import random
+import re
 from pathlib import Path
 
 import datasets
@@ -124,6 +125,46 @@ def test_the_cache_is_reused_rebuilt_when_its_inputs_change_and_never_left_half_
     os.utime(f"{prefix}.de", ns=(0, os.stat(f"{prefix}.de").st_mtime_ns + 10**9))
     changed = tokenized()
     assert changed.built and changed.dataset["labels"] == wrapper_ids(tokenizer, sources[::-1], targets[::-1], 16, 12)[1]
+
+
+def truncate_to_half(folder: Path):
+    table = folder / "data.arrow"
+    os.truncate(table, table.stat().st_size // 2)
+
+
+@pytest.mark.parametrize(
+    "damage, reason",
+    [
+        (truncate_to_half, r"data.arrow has [\d,]+ bytes, [\d,]+ when it was built"),
+        (lambda folder: os.truncate(folder / "data.arrow", 0), r"data.arrow has 0 bytes"),
+        (lambda folder: (folder / "summary.json").unlink(), r"summary.json is missing"),
+        (lambda folder: (folder / "key.json").unlink(), r"key.json is missing"),
+    ],
+    ids=["truncated", "emptied", "summary deleted", "key deleted"],
+)
+def test_a_cache_damaged_from_outside_is_found_when_opened_logged_and_rebuilt(tokenizer, tmp_path, caplog, damage, reason):
+    sources, targets = corpus_pairs(400)
+    pairs = ParallelTextFiles(write_corpus(tmp_path / "train", sources, targets), "de", "en")
+    first = tokenize_once(pairs, tokenizer, "train", 16, 12, cache_root=tmp_path / "cache", num_workers=1)
+    expected = list(first.dataset["input_ids"])  # read now: the damage below cuts the file this dataset maps
+    damage(first.folder)
+    with caplog.at_level("WARNING", logger="vanilla_transformer"):
+        again = tokenize_once(pairs, tokenizer, "train", 16, 12, cache_root=tmp_path / "cache", num_workers=1)
+    assert re.search(rf"The tokenized train data cached in {re.escape(str(first.folder))} is damaged \({reason}", caplog.text)
+    assert again.built and again.folder == first.folder and again.dataset["input_ids"] == expected
+    reused = tokenize_once(pairs, tokenizer, "train", 16, 12, cache_root=tmp_path / "cache", num_workers=1)
+    assert not reused.built and reused.dataset["input_ids"] == expected
+
+
+def test_a_table_that_does_not_read_is_damaged_whatever_its_size(tokenizer, tmp_path):
+    # The size as recorded, the bytes not: the read error itself finds it
+    sources, targets = corpus_pairs(50)
+    pairs = ParallelTextFiles(write_corpus(tmp_path / "train", sources, targets), "de", "en")
+    folder = tokenize_once(pairs, tokenizer, "train", 16, 12, cache_root=tmp_path / "cache", num_workers=1).folder
+    table = folder / "data.arrow"
+    table.write_bytes(b"\0" * table.stat().st_size)
+    with pytest.raises(tokenized_corpus.DamagedCache, match="data.arrow does not read"):
+        tokenized_corpus.open_cache(folder)
 
 
 def test_crawled_corpora_are_refused_or_filtered_with_the_dropped_lines_reported(tokenizer, tmp_path):

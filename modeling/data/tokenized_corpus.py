@@ -6,7 +6,8 @@ chunk, never the corpus, and the OS pages the table in as batches touch it.
 The cache folder is named by a hash of everything that decides its content: the data (files' paths, sizes and
 modification times, or a Hub dataset's fingerprint), the tokenizer's saved files, the languages, the max lengths and
 the filter. A folder appears whole or not at all: it is built under another name and renamed when complete, under a
-file lock that makes the other processes wait for it instead of tokenizing again.
+file lock that makes the other processes wait for it instead of tokenizing again. A folder damaged later from outside
+(a truncated or emptied table, deleted metadata) is found when it is opened, logged with its folder, and built again.
 """
 
 import dataclasses
@@ -218,16 +219,49 @@ def tokenize_once(
     root.mkdir(parents=True, exist_ok=True)
     folder = root / f"{name}-{digest}"
     with FileLock(str(folder) + ".lock"):
-        built = overwrite or not (folder / "summary.json").is_file()
+        built = overwrite or not folder.exists()
+        if not built:
+            try:
+                dataset, summary = open_cache(folder)
+            except DamagedCache as damage:
+                logger.warning("The tokenized %s data cached in %s is damaged (%s): tokenizing it again", name, folder, damage)
+                built = True
         if built:
             encoder = PairEncoder(tokenizer, max_source_length, max_target_length, truncate=pair_filter is None)
             workers = available_cores() if num_workers is None else num_workers
             _build(pairs, encoder, name, pair_filter, key, folder, workers, filter_flag, chunk_pairs)
-        summary = json.loads((folder / "summary.json").read_text())
-        dataset = datasets.Dataset.from_file(str(folder / "data.arrow"))
+            dataset, summary = open_cache(folder)
     corpus = TokenizedCorpus(name, dataset, folder, built, summary)
     log_corpus(corpus)
     return corpus
+
+
+class DamagedCache(RuntimeError):
+    """A cache folder that was built whole but has been damaged since, from outside (a disk that filled while
+    copying it, a half-synced shared filesystem, a truncated file)."""
+
+
+def open_cache(folder: Path) -> tuple[datasets.Dataset, dict]:
+    """The memory-mapped pairs of a cache folder and its summary, after checking that the folder is as it was built:
+    its files present, `data.arrow` of the size recorded when it was built, readable, with the recorded number of
+    pairs. Raises `DamagedCache` naming what is wrong."""
+    for file in ("key.json", "summary.json", "data.arrow"):
+        if not (folder / file).is_file():
+            raise DamagedCache(f"{file} is missing")
+    try:
+        summary = json.loads((folder / "summary.json").read_text())
+    except (OSError, ValueError) as error:
+        raise DamagedCache(f"summary.json does not read: {error}") from None
+    size = (folder / "data.arrow").stat().st_size
+    if summary.get("data_bytes", size) != size:  # caches of 0.2.0 recorded no size: their table is still checked
+        raise DamagedCache(f"data.arrow has {size:,} bytes, {summary['data_bytes']:,} when it was built")
+    try:
+        dataset = datasets.Dataset.from_file(str(folder / "data.arrow"))
+    except Exception as error:  # pyarrow's error for a table that does not read, whatever its kind
+        raise DamagedCache(f"data.arrow does not read: {error}") from None
+    if len(dataset) != summary.get("kept"):
+        raise DamagedCache(f"data.arrow holds {len(dataset):,} pairs, {summary.get('kept')} when it was built")
+    return dataset, summary
 
 
 def log_corpus(corpus: TokenizedCorpus) -> None:
@@ -284,7 +318,7 @@ def _build(pairs, encoder: PairEncoder, name: str, pair_filter: PairFilter | Non
             raise ValueError(f"The {name} data holds no sentence pairs{detail}.")
         seconds = time.perf_counter() - start
         summary = {"read": read, "kept": kept, "dropped": dropped, "seconds": round(seconds, 2),
-                   "pairs_per_second": round(read / seconds, 1)}
+                   "pairs_per_second": round(read / seconds, 1), "data_bytes": (building / "data.arrow").stat().st_size}
         (building / "key.json").write_text(json.dumps(key, indent=1) + "\n")
         (building / "summary.json").write_text(json.dumps(summary, indent=1) + "\n")  # written last: marks it whole
         if folder.exists():  # --overwrite_cache; a process still reading the old files keeps them open
