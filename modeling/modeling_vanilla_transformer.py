@@ -6,7 +6,8 @@ normalization ("Add & Norm"), the encoder and decoder layers, the two stacks, th
 model with its pre-softmax projection. Section numbers in the docstrings refer to the paper.
 
 Shapes use `batch`, `seq` (source or target length), `heads`, `head_dim` (d_k = d_v = d_model / heads), and
-`tokens`: the real tokens of a batch, its padding left out (see `PackedTokens`).
+`tokens`: the real tokens of a batch, its padding left out (see `PackedTokens`, at the end of the file: every
+position-wise piece runs on the real tokens alone, and attention lays them out on the (batch, seq) grid).
 """
 
 import math
@@ -110,63 +111,7 @@ class InputEmbedding(nn.Module):
             )
 
 
-class PackedTokens:
-    """Where the real (non-padding) tokens of a padded batch sit, to run the position-wise work on them alone.
-
-    Sentences of different lengths are padded to one length, and padding is often 40% of a batch. Everything but
-    attention treats each position alone (the Q/K/V/output projections, the feed-forward network, Add & Norm, the
-    pre-softmax projection), so the layers gather the real tokens into one (tokens, d_model) matrix with `pack`, and
-    attention, which needs the (batch, seq) grid, puts them back with `unpack` (zeros at padding, which the attention
-    mask hides). Real positions get the numbers they would get with padding computed along (up to float rounding).
-
-    `padding_mask` is (batch, seq) with 1 (or True) at real tokens. Without one, or with no padding in it, `pack` and
-    `unpack` return their input as it is, and (batch, seq, ...) stands for (tokens, ...): every sub-layer works on
-    either shape (as in each step of generation, which has no padding).
-
-    Under `torch.compile` and `torch.export` every position is computed instead: the number of real tokens is known
-    only from the data, and a graph cannot take a shape from the data. `unpack` then zeroes the padding positions,
-    so that the outputs are the same as packed (zeros at padding, the real positions up to float rounding).
-    """
-
-    def __init__(self, padding_mask: torch.Tensor | None, batch: int, seq: int):
-        self.batch, self.seq = batch, seq
-        # A 4-D mask (a custom attention pattern) says nothing about padding: every position is then computed
-        self.padding_mask = padding_mask if padding_mask is not None and padding_mask.dim() == 2 else None
-        # Found on first use by `indices` (a hand-made cache: torch.compile cannot trace functools.cached_property)
-        self._indices, self._looked_up = None, False
-
-    @property
-    def indices(self) -> torch.Tensor | None:
-        """Positions of the real tokens in the flattened (batch * seq) grid, or None when every position is computed.
-        Found once and only when first needed: it waits for the device (a host-device sync on a GPU)."""
-        if torch.compiler.is_compiling():
-            return None
-        if self.padding_mask is not None and not self._looked_up:
-            indices = self.padding_mask.flatten().nonzero().squeeze(1)  # (tokens,)
-            self._indices = indices if indices.numel() < self.batch * self.seq else None
-            self._looked_up = True
-        return self._indices
-
-    def pack(self, padded: torch.Tensor) -> torch.Tensor:
-        if self.indices is None:
-            return padded  # nothing to leave out: the (batch, seq, ...) tensor serves as it is
-        return padded.flatten(0, 1).index_select(0, self.indices)  # (tokens, ...)
-
-    def unpack(self, packed: torch.Tensor) -> torch.Tensor:
-        if self.indices is None:
-            if self.padding_mask is not None and torch.compiler.is_compiling():
-                # (batch, seq, ...): every position was computed; padding reads 0, as when packed
-                padding = self.padding_mask.view(self.batch, self.seq, *[1] * (packed.dim() - 2)) == 0
-                return packed.masked_fill(padding, 0)
-            return packed
-        # In place on a fresh grid: the out-of-place copy would hold a second grid for a moment. The grid itself is
-        # returned, not a view of it: FSDP's hooks (and in-place ops after a layer) need an output that owns its data
-        grid = packed.new_zeros(self.batch, self.seq, *packed.shape[1:])  # (batch, seq, ...)
-        grid.flatten(0, 1).index_copy_(0, self.indices, packed)
-        return grid
-
-
-def scaled_dot_product_attention(
+def eager_scaled_dot_product_attention(
     module: nn.Module,
     query: torch.Tensor,
     key: torch.Tensor,
@@ -199,7 +144,8 @@ class MultiHeadAttention(nn.Module):
 
     The h per-head projections are computed as one d_model x d_model matrix each (W^Q) and, for keys and values, one
     fused d_model x 2 d_model matrix ([W^K W^V]), then split into heads. Queries come from `hidden_states`; keys and
-    values come from `hidden_states` too (self-attention) or from the encoder output `memory` (cross-attention).
+    values come from `hidden_states` too (self-attention) or from the encoder output `encoder_hidden_states`
+    (cross-attention).
     """
 
     def __init__(self, config: VanillaTransformerConfig, num_heads: int, is_causal: bool, layer_idx: int):
@@ -220,7 +166,7 @@ class MultiHeadAttention(nn.Module):
         batch, seq, _ = states.shape
         return states.view(batch, seq, self.num_heads, self.head_dim).transpose(1, 2)  # (batch, heads, seq, head_dim)
 
-    def project_keys_values(self, states: torch.Tensor, tokens: PackedTokens) -> tuple[torch.Tensor, torch.Tensor]:
+    def project_keys_values(self, states: torch.Tensor, tokens: "PackedTokens") -> tuple[torch.Tensor, torch.Tensor]:
         """K = X W^K and V = X W^V for the real tokens `states` (tokens, d_model), laid out on the (batch, seq)
         grid."""
         key, value = tokens.unpack(self.kv_proj(states)).chunk(2, dim=-1)  # 2 x (batch, k_seq, d_model)
@@ -229,21 +175,21 @@ class MultiHeadAttention(nn.Module):
     def keys_values(
         self,
         hidden_states: torch.Tensor,
-        tokens: PackedTokens,
-        memory: torch.Tensor | None,
-        memory_tokens: PackedTokens | None,
+        tokens: "PackedTokens",
+        encoder_hidden_states: torch.Tensor | None,
+        encoder_tokens: "PackedTokens | None",
         cache: EncoderDecoderCache | None,
     ) -> tuple[torch.Tensor, torch.Tensor]:
         """Keys and values from the queries' own tokens (self-attention) or from the encoder output (cross-attention).
         During step-by-step decoding (`cache`), the encoder's are projected once and reused at every step, and the
         decoder's own grow by the new positions."""
-        if memory is None:
+        if encoder_hidden_states is None:
             key, value = self.project_keys_values(hidden_states, tokens)
             return (key, value) if cache is None else cache.self_attention_cache.update(key, value, self.layer_idx)
         if cache is not None and cache.is_updated.get(self.layer_idx):
             layer = cache.cross_attention_cache.layers[self.layer_idx]
             return layer.keys, layer.values
-        key, value = self.project_keys_values(memory_tokens.pack(memory), memory_tokens)
+        key, value = self.project_keys_values(encoder_tokens.pack(encoder_hidden_states), encoder_tokens)
         if cache is not None:
             key, value = cache.cross_attention_cache.update(key, value, self.layer_idx)
             cache.is_updated[self.layer_idx] = True
@@ -252,22 +198,24 @@ class MultiHeadAttention(nn.Module):
     def forward(
         self,
         hidden_states: torch.Tensor,
-        tokens: PackedTokens,
-        memory: torch.Tensor | None = None,
-        memory_tokens: PackedTokens | None = None,
+        tokens: "PackedTokens",
+        encoder_hidden_states: torch.Tensor | None = None,
+        encoder_tokens: "PackedTokens | None" = None,
         attention_mask: torch.Tensor | None = None,
         cache: EncoderDecoderCache | None = None,
         **kwargs: Unpack[TransformersKwargs],
     ) -> tuple[torch.Tensor, torch.Tensor | None]:
-        """`hidden_states` are the real tokens (tokens, d_model) of the batch that `tokens` lays out; `memory` is the
-        encoder output (batch, source_seq, d_model), whose real tokens `memory_tokens` finds."""
+        """`hidden_states` are the real tokens (tokens, d_model) of the batch that `tokens` lays out;
+        `encoder_hidden_states` is the encoder output (batch, source_seq, d_model), whose real tokens `encoder_tokens`
+        finds."""
         query = self.split_heads(tokens.unpack(self.q_proj(hidden_states)))  # (batch, heads, q_seq, head_dim)
         # (batch, heads, k_seq, head_dim)
-        key, value = self.keys_values(hidden_states, tokens, memory, memory_tokens, cache)
+        key, value = self.keys_values(hidden_states, tokens, encoder_hidden_states, encoder_tokens, cache)
 
-        # "eager" is the function above; "sdpa" / "flash_attention_*" are the fused kernels transformers registers
+        # "eager" is the function above, equation 1 written out; "sdpa" (torch's fused scaled_dot_product_attention),
+        # "flash_attention_*" and "flex_attention" are the kernels transformers registers for the same equation
         attention: Callable = ALL_ATTENTION_FUNCTIONS.get_interface(
-            self.config._attn_implementation, scaled_dot_product_attention
+            self.config._attn_implementation, eager_scaled_dot_product_attention
         )
         output, weights = attention(
             self,
@@ -329,7 +277,7 @@ class EncoderLayer(GradientCheckpointingLayer):
     def forward(
         self,
         hidden_states: torch.Tensor,
-        tokens: PackedTokens,
+        tokens: "PackedTokens",
         attention_mask: torch.Tensor | None,
         **kwargs: Unpack[TransformersKwargs],
     ) -> torch.Tensor:
@@ -358,11 +306,11 @@ class DecoderLayer(GradientCheckpointingLayer):
     def forward(
         self,
         hidden_states: torch.Tensor,
-        tokens: PackedTokens,
+        tokens: "PackedTokens",
         causal_mask: torch.Tensor | None,
-        memory: torch.Tensor,
-        memory_tokens: PackedTokens,
-        memory_mask: torch.Tensor | None = None,
+        encoder_hidden_states: torch.Tensor,
+        encoder_tokens: "PackedTokens",
+        cross_attention_mask: torch.Tensor | None = None,
         cache: EncoderDecoderCache | None = None,
         **kwargs: Unpack[TransformersKwargs],
     ) -> torch.Tensor:
@@ -373,7 +321,8 @@ class DecoderLayer(GradientCheckpointingLayer):
         hidden_states = self.cross_attn_add_norm(
             hidden_states,
             lambda x: self.cross_attn(
-                x, tokens, memory, memory_tokens, attention_mask=memory_mask, cache=cache, **kwargs
+                x, tokens, encoder_hidden_states, encoder_tokens, attention_mask=cross_attention_mask, cache=cache,
+                **kwargs,
             )[0],
         )
         hidden_states = self.feed_forward_add_norm(hidden_states, self.feed_forward)
@@ -561,7 +510,7 @@ class VanillaTransformerDecoder(VanillaTransformerPreTrainedModel):
             cache=cache.self_attention_cache if cache is not None else None,
         )
         # Cross-attention sees every non-padding source position
-        memory_mask = create_bidirectional_mask(
+        cross_attention_mask = create_bidirectional_mask(
             config=self.config,
             inputs_embeds=hidden_states,
             attention_mask=encoder_attention_mask,
@@ -570,11 +519,11 @@ class VanillaTransformerDecoder(VanillaTransformerPreTrainedModel):
         batch, seq = hidden_states.shape[:2]
         # With a cache the padding mask also covers the past positions: the new ones are its last columns
         tokens = PackedTokens(attention_mask[:, -seq:] if attention_mask is not None else None, batch, seq)
-        memory_tokens = PackedTokens(encoder_attention_mask, *encoder_hidden_states.shape[:2])
+        encoder_tokens = PackedTokens(encoder_attention_mask, *encoder_hidden_states.shape[:2])
         for layer in self.layers:
             # The encoder output goes positionally, so that gradient checkpointing passes its gradient back
             hidden_states = layer(
-                hidden_states, tokens, causal_mask, encoder_hidden_states, memory_tokens, memory_mask,
+                hidden_states, tokens, causal_mask, encoder_hidden_states, encoder_tokens, cross_attention_mask,
                 cache=cache, **kwargs,
             )
         return BaseModelOutputWithPastAndCrossAttentions(
@@ -800,6 +749,64 @@ class VanillaTransformerForConditionalGeneration(VanillaTransformerPreTrainedMod
         attends to the same encoder output, so the cross-attention cache (the larger one) is right as it is."""
         cache.self_attention_cache.reorder_cache(beam_idx)
         return cache
+
+
+# Not a concept of the paper but how this implementation skips padding: used by every layer above, explained once
+# here, out of the way of the paper's pieces.
+class PackedTokens:
+    """Where the real (non-padding) tokens of a padded batch sit, to run the position-wise work on them alone.
+
+    Sentences of different lengths are padded to one length, and padding is often 40% of a batch. Everything but
+    attention treats each position alone (the Q/K/V/output projections, the feed-forward network, Add & Norm, the
+    pre-softmax projection), so the layers gather the real tokens into one (tokens, d_model) matrix with `pack`, and
+    attention, which needs the (batch, seq) grid, puts them back with `unpack` (zeros at padding, which the attention
+    mask hides). Real positions get the numbers they would get with padding computed along (up to float rounding).
+
+    `padding_mask` is (batch, seq) with 1 (or True) at real tokens. Without one, or with no padding in it, `pack` and
+    `unpack` return their input as it is, and (batch, seq, ...) stands for (tokens, ...): every sub-layer works on
+    either shape (as in each step of generation, which has no padding).
+
+    Under `torch.compile` and `torch.export` every position is computed instead: the number of real tokens is known
+    only from the data, and a graph cannot take a shape from the data. `unpack` then zeroes the padding positions,
+    so that the outputs are the same as packed (zeros at padding, the real positions up to float rounding).
+    """
+
+    def __init__(self, padding_mask: torch.Tensor | None, batch: int, seq: int):
+        self.batch, self.seq = batch, seq
+        # A 4-D mask (a custom attention pattern) says nothing about padding: every position is then computed
+        self.padding_mask = padding_mask if padding_mask is not None and padding_mask.dim() == 2 else None
+        # Found on first use by `indices` (a hand-made cache: torch.compile cannot trace functools.cached_property)
+        self._indices, self._looked_up = None, False
+
+    @property
+    def indices(self) -> torch.Tensor | None:
+        """Positions of the real tokens in the flattened (batch * seq) grid, or None when every position is computed.
+        Found once and only when first needed: it waits for the device (a host-device sync on a GPU)."""
+        if torch.compiler.is_compiling():
+            return None
+        if self.padding_mask is not None and not self._looked_up:
+            indices = self.padding_mask.flatten().nonzero().squeeze(1)  # (tokens,)
+            self._indices = indices if indices.numel() < self.batch * self.seq else None
+            self._looked_up = True
+        return self._indices
+
+    def pack(self, padded: torch.Tensor) -> torch.Tensor:
+        if self.indices is None:
+            return padded  # nothing to leave out: the (batch, seq, ...) tensor serves as it is
+        return padded.flatten(0, 1).index_select(0, self.indices)  # (tokens, ...)
+
+    def unpack(self, packed: torch.Tensor) -> torch.Tensor:
+        if self.indices is None:
+            if self.padding_mask is not None and torch.compiler.is_compiling():
+                # (batch, seq, ...): every position was computed; padding reads 0, as when packed
+                padding = self.padding_mask.view(self.batch, self.seq, *[1] * (packed.dim() - 2)) == 0
+                return packed.masked_fill(padding, 0)
+            return packed
+        # In place on a fresh grid: the out-of-place copy would hold a second grid for a moment. The grid itself is
+        # returned, not a view of it: FSDP's hooks (and in-place ops after a layer) need an output that owns its data
+        grid = packed.new_zeros(self.batch, self.seq, *packed.shape[1:])  # (batch, seq, ...)
+        grid.flatten(0, 1).index_copy_(0, self.indices, packed)
+        return grid
 
 
 __all__ = [

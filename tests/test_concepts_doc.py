@@ -1,5 +1,5 @@
-"""docs/concepts.md stays true: every linked symbol exists in the linked file at exactly the linked lines, and every
-quoted key line stands within them."""
+"""docs/concepts.md stays true: every linked symbol is defined in the linked file, and every quoted key line stands
+within it. Links name symbols, not line ranges, so that an edit elsewhere in the file breaks none of them."""
 
 import ast
 import re
@@ -8,7 +8,7 @@ from pathlib import Path
 import pytest
 
 ROOT = Path(__file__).resolve().parents[1]
-ROW = re.compile(r"\[`(?P<symbol>[\w.]+)`\]\(\.\./(?P<path>[\w/]+\.py)#L(?P<start>\d+)-L(?P<end>\d+)\) \| `(?P<line>.+)` \|$")
+ROW = re.compile(r"\[`(?P<symbol>[\w.]+)`\]\(\.\./(?P<path>[\w/]+\.py)\) \| `(?P<line>.+)` \|$")
 
 
 def documented_rows():
@@ -28,9 +28,11 @@ def symbol_lines(path: Path, symbol: str) -> tuple[int, int]:
 
 
 def test_the_document_lists_every_concept():
+    text = (ROOT / "docs" / "concepts.md").read_text()
+    assert ".py#L" not in text, "link to the symbol's file, not to line ranges that every edit breaks"
     assert len(documented_rows()) >= 25
     symbols = {row["symbol"] for row in documented_rows()}
-    for concept in ("scaled_dot_product_attention", "MultiHeadAttention.split_heads", "PositionwiseFeedForward.forward",
+    for concept in ("eager_scaled_dot_product_attention", "MultiHeadAttention.split_heads", "PositionwiseFeedForward.forward",
                     "AddAndNorm.forward", "sinusoidal_position_table", "VanillaTransformerDecoder.forward"):
         assert concept in symbols
 
@@ -39,8 +41,5 @@ def test_the_document_lists_every_concept():
 def test_each_reference_points_at_its_code(row):
     path = ROOT / row["path"]
     start, end = symbol_lines(path, row["symbol"])
-    assert (start, end) == (int(row["start"]), int(row["end"])), (
-        f"{row['symbol']} now spans lines {start}-{end} of {row['path']}: update docs/concepts.md"
-    )
     lines = path.read_text().splitlines()[start - 1 : end]
     assert any(row["line"] in line for line in lines), f"`{row['line']}` is no longer in {row['symbol']}"
