@@ -118,3 +118,37 @@ def test_fully_sharded_training_on_two_processes_matches_one_process(tmp_path):
     batch = dict(input_ids=torch.tensor([[5, 9, 12, 2]]), decoder_input_ids=torch.tensor([[1, 7, 30]]))
     with torch.no_grad():
         assert torch.allclose(sharded(**batch).logits, one(**batch).logits, atol=1e-5)
+
+
+def test_two_nodes_train_as_two_processes_of_one_node_on_one_shared_cache(data, tmp_path):
+    # The documented multi-node command, as 2 nodes x 1 process on 127.0.0.1 (static rendezvous, gloo), both nodes
+    # on one cache folder, as on a shared filesystem: the corpus is tokenized once, and the losses are the 2-process
+    # single-node run's
+    def arguments(output_dir):
+        return [*common_arguments(data, output_dir), "--do_train", "--report_to", "none", "--save_strategy", "no",
+                "--disable_tqdm", "true", "--tokenized_cache_dir", tmp_path / "cache", "--max_steps", "10"]
+
+    def losses(output_dir):
+        history = json.loads((output_dir / "trainer_state.json").read_text())["log_history"]
+        return [entry["loss"] for entry in history if "loss" in entry]
+
+    port = str(29600 + os.getpid() % 300)
+    environment = {**os.environ, "OMP_NUM_THREADS": "1"}
+    nodes = [
+        subprocess.Popen(
+            [sys.executable, "-m", "torch.distributed.run", "--nnodes", "2", "--nproc_per_node", "1", "--node_rank",
+             str(rank), "--master_addr", "127.0.0.1", "--master_port", port, SCRIPTS / "run_translation.py",
+             *arguments(tmp_path / "two-nodes")],
+            stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, env=environment,
+        )
+        for rank in (0, 1)
+    ]
+    outputs = [node.communicate(timeout=300) for node in nodes]
+    assert all(node.returncode == 0 for node in nodes), [stderr[-2000:] for _, stderr in outputs]
+    stdout, stderr = "".join(out for out, _ in outputs), "".join(err for _, err in outputs)
+    assert "finished on rank 0 of 2" in stdout and "finished on rank 1 of 2" in stdout
+    # A cold cache: one node's process tokenized the corpus, the other waited for it and reused its files
+    assert stderr.count("Tokenized the train data: 512 pairs") == 1, stderr[-3000:]
+    assert stderr.count("Reusing the tokenized train data (512 pairs)") == 1
+    torchrun("run_translation.py", *arguments(tmp_path / "one-node"))
+    assert losses(tmp_path / "two-nodes") == losses(tmp_path / "one-node") and len(losses(tmp_path / "one-node")) == 2
