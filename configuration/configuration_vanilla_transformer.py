@@ -10,7 +10,8 @@ from huggingface_hub.dataclasses import strict
 from transformers.activations import ACT2FN
 from transformers.configuration_utils import PreTrainedConfig
 
-POSITION_EMBEDDING_TYPES = ("sinusoidal", "learned")
+# The paper's two, then the sinusoids of the pretrained families that load into this model (docs/concepts.md)
+POSITION_EMBEDDING_TYPES = ("sinusoidal", "learned", "sinusoidal_marian", "sinusoidal_fairseq")
 
 
 @strict
@@ -31,7 +32,9 @@ class VanillaTransformerConfig(PreTrainedConfig):
         activation_dropout: Dropout after the feed-forward activation (0 in the paper).
         max_position_embeddings: Longest sequence the model accepts.
         position_embedding_type: "sinusoidal" (the paper's fixed encoding) or "learned" (the paper's variant,
-            Table 3 row E).
+            Table 3 row E); for pretrained translators, "sinusoidal_marian" (opus-mt: the sines in the first half of
+            d_model, the cosines in the second) or "sinusoidal_fairseq" (M2M100, NLLB, FSMT: tensor2tensor's
+            frequencies in that layout, positions counted from `pad_token_id` + 1).
         scale_embedding: Multiply token embeddings by sqrt(d_model) (section 3.4).
         normalize_before: `False` is the paper's post-LN, LayerNorm(x + Sublayer(x)); `True` is pre-LN,
             x + Sublayer(LayerNorm(x)), which trains more stably in deep stacks.
@@ -43,7 +46,10 @@ class VanillaTransformerConfig(PreTrainedConfig):
         tie_word_embeddings: The pre-softmax projection reuses the target embedding matrix (section 3.4). With
             shared source/target embeddings this is the paper's three-way tying; `False` gives the pre-softmax
             projection its own matrix and leaves the source/target sharing as it is (as in Marian and BART).
-        lm_head_bias: Give the pre-softmax projection a bias (as `nn.Linear` in the PyTorch tutorial does).
+        lm_head_bias: Give the pre-softmax projection a bias (as `nn.Linear` in the PyTorch tutorial does, and
+            Marian's `final_logits_bias`).
+        zero_pad_embedding: The pad token's embedding row is zero and stays zero in training, as in Marian, M2M100
+            and fairseq (`nn.Embedding`'s `padding_idx`); Marian's decoder starts from its pad token.
         label_smoothing: epsilon_ls of the training loss (0.1 in the paper, section 5.4).
         init_std: Standard deviation of the token embeddings at initialization; defaults to d_model ** -0.5, so that
             embeddings scaled by sqrt(d_model) start with unit variance.
@@ -79,6 +85,7 @@ class VanillaTransformerConfig(PreTrainedConfig):
     share_encoder_decoder_embeddings: bool = True
     tie_word_embeddings: bool = True
     lm_head_bias: bool = False
+    zero_pad_embedding: bool = False
     label_smoothing: float | int = 0.0
     init_std: float | None = None
     use_cache: bool = True
@@ -141,10 +148,15 @@ class VanillaTransformerConfig(PreTrainedConfig):
                 f"Unknown `position_embedding_type` {self.position_embedding_type!r}; use one of "
                 f"{list(POSITION_EMBEDDING_TYPES)}."
             )
-        if self.position_embedding_type == "sinusoidal" and self.d_model % 2 != 0:
+        if self.position_embedding_type.startswith("sinusoidal") and self.d_model % 2 != 0:
             raise ValueError(
                 f"The sinusoidal encoding pairs a sine and a cosine per frequency, so `d_model` must be even (got "
                 f"{self.d_model}); use an even `d_model` or position_embedding_type='learned'."
+            )
+        if self.position_embedding_type == "sinusoidal_fairseq" and self.d_model < 4:
+            raise ValueError(
+                f"fairseq's sinusoids space d_model / 2 - 1 frequencies, so `d_model` must be at least 4 (got "
+                f"{self.d_model})."
             )
         if self.layer_norm_eps <= 0:
             raise ValueError(f"`layer_norm_eps` must be positive, got {self.layer_norm_eps}.")

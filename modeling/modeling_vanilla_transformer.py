@@ -52,13 +52,43 @@ def sinusoidal_position_table(num_positions: int, d_model: int) -> torch.Tensor:
     return table  # (positions, d_model)
 
 
-class SinusoidalPositionalEncoding(nn.Module):
-    """Looks positions up in the precomputed sinusoid table: no parameters, any length up to the table's."""
+def marian_position_table(num_positions: int, d_model: int) -> torch.Tensor:
+    """Marian's sinusoids (opus-mt, `position_embedding_type="sinusoidal_marian"`): the paper's frequencies, computed
+    in float64 as Marian does, with all the sines in the first half of d_model and the cosines in the second."""
+    position = torch.arange(num_positions, dtype=torch.float64).unsqueeze(1)  # (positions, 1)
+    angle = position / 10000.0 ** (torch.arange(0, d_model, 2, dtype=torch.float64) / d_model)  # (positions, d_model/2)
+    return torch.cat([angle.sin(), angle.cos()], dim=1).float()
 
-    def __init__(self, num_positions: int, d_model: int):
+
+def fairseq_position_table(num_positions: int, d_model: int, first_position: int) -> torch.Tensor:
+    """fairseq's sinusoids (M2M100, NLLB, FSMT, `position_embedding_type="sinusoidal_fairseq"`), tensor2tensor's:
+    frequencies 1 / 10000^(i / (d_model/2 - 1)), the sines in the first half and the cosines in the second, and the
+    first token at position `first_position` (fairseq numbers the tokens after the padding index)."""
+    half = d_model // 2
+    frequency = torch.exp(torch.arange(half).float() * -(math.log(10000.0) / (half - 1)))  # (d_model/2,)
+    position = torch.arange(first_position, first_position + num_positions).float().unsqueeze(1)  # (positions, 1)
+    angle = position * frequency  # (positions, d_model/2)
+    return torch.cat([torch.sin(angle), torch.cos(angle)], dim=1)
+
+
+class SinusoidalPositionalEncoding(nn.Module):
+    """Looks positions up in the precomputed sinusoid table: no parameters, any length up to the table's. The table is
+    the paper's, or the variant of a pretrained family that `position_embedding_type` names (docs/concepts.md)."""
+
+    def __init__(self, config: VanillaTransformerConfig):
         super().__init__()
+        self.position_embedding_type = config.position_embedding_type
+        self.first_position = config.pad_token_id + 1  # of fairseq's numbering
         # Not saved with the weights: it is a function of the config, rebuilt on load
-        self.register_buffer("table", sinusoidal_position_table(num_positions, d_model), persistent=False)
+        table = self.build_table(config.max_position_embeddings, config.d_model)
+        self.register_buffer("table", table, persistent=False)
+
+    def build_table(self, num_positions: int, d_model: int) -> torch.Tensor:
+        if self.position_embedding_type == "sinusoidal_marian":
+            return marian_position_table(num_positions, d_model)
+        if self.position_embedding_type == "sinusoidal_fairseq":
+            return fairseq_position_table(num_positions, d_model, self.first_position)
+        return sinusoidal_position_table(num_positions, d_model)
 
     def forward(self, position_ids: torch.Tensor) -> torch.Tensor:
         return self.table[position_ids]
@@ -74,11 +104,13 @@ class InputEmbedding(nn.Module):
     def __init__(self, config: VanillaTransformerConfig, vocab_size: int):
         super().__init__()
         self.max_positions = config.max_position_embeddings
-        self.embed_tokens = nn.Embedding(vocab_size, config.d_model)
-        if config.position_embedding_type == "sinusoidal":
-            self.embed_positions = SinusoidalPositionalEncoding(config.max_position_embeddings, config.d_model)
-        else:
+        # `padding_idx` (zero_pad_embedding): the pad row gets no gradient from the lookup
+        padding_idx = config.pad_token_id if config.zero_pad_embedding else None
+        self.embed_tokens = nn.Embedding(vocab_size, config.d_model, padding_idx=padding_idx)
+        if config.position_embedding_type == "learned":
             self.embed_positions = nn.Embedding(config.max_position_embeddings, config.d_model)
+        else:
+            self.embed_positions = SinusoidalPositionalEncoding(config)
         self.scale = math.sqrt(config.d_model) if config.scale_embedding else 1.0
         self.dropout = nn.Dropout(config.dropout)
 
@@ -368,11 +400,13 @@ class VanillaTransformerPreTrainedModel(PreTrainedModel):
         elif isinstance(module, nn.Embedding):
             std = self.config.init_std if self.config.init_std is not None else self.config.d_model**-0.5
             init.normal_(module.weight, mean=0.0, std=std)
+            if module.padding_idx is not None:  # zero_pad_embedding
+                init.zeros_(module.weight[module.padding_idx])
         elif isinstance(module, nn.LayerNorm):
             init.ones_(module.weight)
             init.zeros_(module.bias)
         elif isinstance(module, SinusoidalPositionalEncoding):
-            init.copy_(module.table, sinusoidal_position_table(*module.table.shape))
+            init.copy_(module.table, module.build_table(*module.table.shape))
 
     def __init__(self, config: VanillaTransformerConfig, *args, **kwargs):
         config.check()  # fields may have been set since the config was built
@@ -642,6 +676,14 @@ def label_smoothed_cross_entropy(
     return loss / num_items_in_batch
 
 
+def without_gradient_to_pad_row(logits: torch.Tensor, pad_token_id: int) -> torch.Tensor:
+    """The same logits, the pad token's with its gradient cut (`zero_pad_embedding` with tied weights): through the
+    tied pre-softmax projection that gradient would move the pad embedding row off zero. With a zero row the pad's
+    logit passes no gradient to the hidden states either, so nothing else changes."""
+    is_pad = torch.arange(logits.shape[-1], device=logits.device) == pad_token_id  # (target_vocab,)
+    return torch.where(is_pad, logits.detach(), logits)
+
+
 class VanillaTransformerForConditionalGeneration(VanillaTransformerPreTrainedModel, GenerationMixin):
     """The Transformer with its pre-softmax projection to the target vocabulary (section 3.4): translation,
     training with `labels`, and `generate()` (greedy, beam search, sampling) with a key/value cache."""
@@ -720,6 +762,8 @@ class VanillaTransformerForConditionalGeneration(VanillaTransformerPreTrainedMod
         tokens = PackedTokens(padding_mask[:, keep] if padding_mask is not None else None, *hidden_states.shape[:2])
         # (tokens, target_vocab) at the real positions: softmax of these is P(y_t | y_<t, x)
         logits = self.lm_head(tokens.pack(hidden_states))
+        if self.config.zero_pad_embedding and self.config.tie_word_embeddings and logits.requires_grad:
+            logits = without_gradient_to_pad_row(logits, self.config.pad_token_id)
 
         loss = None
         if labels is not None:

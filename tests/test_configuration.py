@@ -44,7 +44,7 @@ def test_pre_ln_gets_a_final_layer_norm_by_default_and_round_trips(tmp_path):
         ({"activation_dropout": 1.5}, r"`activation_dropout` must be in \[0, 1\)"),
         ({"label_smoothing": 1.0}, r"`label_smoothing` must be in \[0, 1\)"),
         ({"activation_function": "relu6x"}, r"Unknown `activation_function` 'relu6x'; use one of .*'relu'"),
-        ({"position_embedding_type": "rotary"}, r"Unknown `position_embedding_type` 'rotary'; use one of \['sinusoidal', 'learned'\]"),
+        ({"position_embedding_type": "rotary"}, r"Unknown `position_embedding_type` 'rotary'; use one of \['sinusoidal', 'learned', 'sinusoidal_marian', 'sinusoidal_fairseq'\]"),
         ({"d_model": 33, "encoder_attention_heads": 3, "decoder_attention_heads": 3}, "`d_model` must be even"),
         ({"layer_norm_eps": 0.0}, "`layer_norm_eps` must be positive"),
         ({"init_std": -1.0}, "`init_std` must be positive or None"),
