@@ -19,6 +19,7 @@ import uvicorn
 import vanilla_transformer  # noqa: F401  (registers the model with the Auto classes)
 from huggingface_hub import ModelCard
 from vanilla_transformer.serving.command_line import add_engine_arguments, load_engine_from_arguments
+from vanilla_transformer.serving.engines import use_languages
 from vanilla_transformer.serving.server import ServerSettings, create_app
 
 
@@ -37,8 +38,8 @@ def main() -> int:
     parser.add_argument("--port", type=int, default=8000)
     parser.add_argument("--api_key", default=os.environ.get("VANILLA_TRANSFORMER_API_KEY"),
                         help="required of every request (default: env VANILLA_TRANSFORMER_API_KEY; none: open)")
-    parser.add_argument("--source_lang", help="the language the model reads (default: the model card's first)")
-    parser.add_argument("--target_lang", help="the language it writes (default: the model card's second)")
+    parser.add_argument("--source_lang", help="the language the model reads (default: the model card's first; NLLB / M2M100: its code, deu_Latn)")
+    parser.add_argument("--target_lang", help="the language it writes (default: the model card's second; NLLB / M2M100: its code, eng_Latn)")
     parser.add_argument("--max_sentences", type=int, default=128, help="most lines in one request (413 beyond)")
     parser.add_argument("--max_characters", type=int, default=10_000, help="most characters in one request (413 beyond)")
     parser.add_argument("--max_body_bytes", type=int, default=1 << 20, help="largest request body (413 beyond)")
@@ -53,6 +54,7 @@ def main() -> int:
         parser.error("give --source_lang and --target_lang: the model's card does not name its two languages")
     try:
         engine, tokenizer = load_engine_from_arguments(args)
+        use_languages(engine, tokenizer, source_lang, target_lang)
     except (OSError, ValueError) as error:
         print(f"error: {error}", file=sys.stderr)
         return 2

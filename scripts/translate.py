@@ -4,6 +4,7 @@ translation per input line on stdout (or --output), in input order, whatever the
     python scripts/translate.py --model RUN --input test.de > test.hyp.en
     python scripts/translate.py --model RUN-ct2 --input test.de --num_beams 4   # an exported folder: its engine
     echo "Ein Hund rennt durch den Schnee." | python scripts/translate.py --model RUN
+    python scripts/translate.py --model nllb-600M --source_lang deu_Latn --target_lang eng_Latn --input test.de
 
 An empty line gives an empty line; a line longer than the model's positions (or --max_source_length) is cut, with a
 warning naming its line; input that is not UTF-8 stops with an error naming its line, after the lines before it are
@@ -20,6 +21,7 @@ from tqdm.auto import tqdm
 from transformers.utils import logging as transformers_logging
 from vanilla_transformer.serving import translate
 from vanilla_transformer.serving.command_line import add_engine_arguments, load_engine_from_arguments
+from vanilla_transformer.serving.engines import use_languages
 
 
 class NotUtf8(Exception):
@@ -43,12 +45,15 @@ def main() -> int:
     add_engine_arguments(parser)
     parser.add_argument("--input", default="-", help="text file (plain or .gz), one sentence per line; - for stdin")
     parser.add_argument("--output", default="-", help="where translations go; - for stdout")
+    parser.add_argument("--source_lang", help="NLLB / M2M100: the source's language code (deu_Latn, de)")
+    parser.add_argument("--target_lang", help="NLLB / M2M100: the target's language code (eng_Latn, en)")
     args = parser.parse_args()
     logging.basicConfig(format="%(levelname)s: %(message)s", level=logging.WARNING, stream=sys.stderr)
     transformers_logging.disable_progress_bar()  # stderr carries the warnings and errors about the lines
 
     try:
         engine, tokenizer = load_engine_from_arguments(args)
+        use_languages(engine, tokenizer, args.source_lang, args.target_lang)
     except (OSError, ValueError) as error:
         print(f"error: {error}", file=sys.stderr)
         return 2

@@ -168,3 +168,165 @@ def test_convert_script_over_http_from_the_local_hub(tmp_path):
     model = AutoModelForSeq2SeqLM.from_pretrained(tmp_path / "out")
     assert model.config.position_embedding_type == "sinusoidal_fairseq" and model.config.normalize_before
     assert AutoTokenizer.from_pretrained(tmp_path / "out")("Ein Hund.") == AutoTokenizer.from_pretrained(source)("Ein Hund.")
+
+
+def write_pairs(prefix: Path, source_key: str, target_key: str, count: int = 40):
+    prefix.parent.mkdir(parents=True, exist_ok=True)
+    Path(f"{prefix}.{source_key}").write_text("\n".join(pretrained_fixtures.sentences(count, seed=4)) + "\n")
+    Path(f"{prefix}.{target_key}").write_text("\n".join(pretrained_fixtures.sentences(count, seed=5)) + "\n")
+
+
+def fine_tune(model_dir: Path, data: Path, output_dir: Path, source_lang: str, target_lang: str, **extra):
+    from transformers import Seq2SeqTrainingArguments
+
+    from vanilla_transformer.training import DataTrainingArguments, ModelArguments, run_translation
+
+    return run_translation(
+        ModelArguments(model_name_or_path=str(model_dir)),
+        DataTrainingArguments(
+            source_lang=source_lang, target_lang=target_lang, train_file=str(data), validation_file=str(data),
+            max_source_length=32, max_target_length=32, max_tokens_per_batch=200, filter_pairs=True,
+            tokenized_cache_dir=str(output_dir.parent / "cache"),
+        ),
+        Seq2SeqTrainingArguments(
+            output_dir=str(output_dir), do_train=True, do_eval=True, max_steps=3, learning_rate=1e-3,
+            save_strategy="no", report_to="none", disable_tqdm=True, label_smoothing_factor=0.1, **extra,
+        ),
+    )
+
+
+def test_run_translation_fine_tunes_a_converted_opus_mt_that_reloads_with_its_tokenizer(tmp_path):
+    convert_pretrained_translator(str(pretrained_fixtures.checkpoint(tmp_path / "source", "opus-mt base")), tmp_path / "converted")
+    write_pairs(tmp_path / "data" / "train", "de", "en")
+    metrics = fine_tune(tmp_path / "converted", tmp_path / "data" / "train", tmp_path / "tuned", "de", "en")
+    assert metrics["train_loss"] > 0 and "eval_loss" in metrics
+    tuned = AutoModelForSeq2SeqLM.from_pretrained(tmp_path / "tuned")
+    assert not torch.equal(tuned.lm_head.bias, AutoModelForSeq2SeqLM.from_pretrained(tmp_path / "converted").lm_head.bias)
+    assert torch.count_nonzero(tuned.get_input_embeddings().weight[tuned.config.pad_token_id]) == 0
+    tokenizer = AutoTokenizer.from_pretrained(tmp_path / "tuned")  # spm files and vocabulary saved with it
+    assert tokenizer(SOURCES) == AutoTokenizer.from_pretrained(tmp_path / "converted")(SOURCES)
+    assert tuned.generation_config.bad_words_ids == [[tuned.config.pad_token_id]]
+
+
+def test_run_translation_fine_tunes_nllb_with_its_language_codes(tmp_path):
+    convert_pretrained_translator(str(pretrained_fixtures.checkpoint(tmp_path / "source", "nllb")), tmp_path / "converted")
+    write_pairs(tmp_path / "data" / "train", "deu", "fra")  # transformers' convention: the code's part before "_"
+    fine_tune(tmp_path / "converted", tmp_path / "data" / "train", tmp_path / "tuned", "deu_Latn", "fra_Latn")
+    tuned = AutoModelForSeq2SeqLM.from_pretrained(tmp_path / "tuned")
+    tokenizer = AutoTokenizer.from_pretrained(tmp_path / "tuned")
+    french = tokenizer.convert_tokens_to_ids("fra_Latn")
+    assert tuned.generation_config.forced_bos_token_id == french
+    assert (tokenizer.src_lang, tokenizer.tgt_lang) == ("deu_Latn", "fra_Latn")
+    batch = tokenizer(SOURCES[:2], text_target=TARGETS[:2])
+    assert batch["input_ids"][0][0] == tokenizer.convert_tokens_to_ids("deu_Latn") and batch["labels"][0][0] == french
+    with torch.no_grad():
+        generated = tuned.generate(**tokenizer(SOURCES[:2], return_tensors="pt", padding=True), max_new_tokens=5)
+    assert (generated[:, 1] == french).all()
+    with pytest.raises(ValueError, match=r"'german' is not a language code of this NllbTokenizer: give the language as one of its"):
+        fine_tune(tmp_path / "converted", tmp_path / "data" / "train", tmp_path / "again", "german", "fra_Latn")
+
+
+def test_lora_adapters_save_load_and_merge_into_the_merged_weights(tmp_path):
+    peft = pytest.importorskip("peft", reason="LoRA needs peft (the test extra)")
+    convert_pretrained_translator(str(pretrained_fixtures.checkpoint(tmp_path / "source", "opus-mt base")), tmp_path / "converted")
+    base = AutoModelForSeq2SeqLM.from_pretrained(tmp_path / "converted")
+    # The attention and feed-forward projections, as named in docs/pretrained.md
+    lora = peft.LoraConfig(r=4, lora_alpha=8, target_modules=["q_proj", "kv_proj", "out_proj", "fc1", "fc2"], init_lora_weights=False)
+    model = peft.get_peft_model(base, lora)
+    trainable = {name for name, p in model.named_parameters() if p.requires_grad}
+    assert trainable and all("lora_" in name for name in trainable)
+    batch = AutoTokenizer.from_pretrained(tmp_path / "converted")(SOURCES, return_tensors="pt", padding=True)
+    decoder_input_ids = torch.full((len(SOURCES), 3), base.config.decoder_start_token_id)
+    with torch.no_grad():
+        expected = model(**batch, decoder_input_ids=decoder_input_ids).logits
+    model.save_pretrained(tmp_path / "adapter")
+    reloaded = peft.PeftModel.from_pretrained(AutoModelForSeq2SeqLM.from_pretrained(tmp_path / "converted"), tmp_path / "adapter")
+    merged = reloaded.merge_and_unload()
+    merged.save_pretrained(tmp_path / "merged")
+    with torch.no_grad():
+        for candidate in (reloaded, merged, AutoModelForSeq2SeqLM.from_pretrained(tmp_path / "merged")):
+            torch.testing.assert_close(candidate(**batch, decoder_input_ids=decoder_input_ids).logits, expected, atol=1e-5, rtol=0)
+
+
+def test_frozen_embeddings_stay_as_converted_while_the_rest_fine_tunes(tmp_path):
+    convert_pretrained_translator(str(pretrained_fixtures.checkpoint(tmp_path / "source", "tc-big")), tmp_path / "converted")
+    model = AutoModelForSeq2SeqLM.from_pretrained(tmp_path / "converted").train()
+    embeddings = model.get_input_embeddings()
+    embeddings.weight.requires_grad_(False)  # tied: the pre-softmax projection is frozen with it
+    before = {name: p.detach().clone() for name, p in model.named_parameters()}
+    optimizer = torch.optim.AdamW([p for p in model.parameters() if p.requires_grad], lr=1e-2)
+    tokenizer = AutoTokenizer.from_pretrained(tmp_path / "converted")
+    model(**tokenizer(SOURCES, text_target=TARGETS, padding=True, return_tensors="pt")).loss.backward()
+    optimizer.step()
+    after = dict(model.named_parameters())
+    assert torch.equal(after["model.encoder.embeddings.embed_tokens.weight"], before["model.encoder.embeddings.embed_tokens.weight"])
+    assert not torch.equal(after["model.encoder.layers.0.feed_forward.fc1.weight"], before["model.encoder.layers.0.feed_forward.fc1.weight"])
+
+
+@pytest.mark.parametrize("family", ["opus-mt base", "nllb"])
+def test_the_ctranslate2_export_translates_as_ctranslate2s_own_converter_of_the_source(tmp_path, family):
+    ctranslate2 = pytest.importorskip("ctranslate2")
+    from vanilla_transformer.serving import export_model, load_engine, translate
+    from vanilla_transformer.serving.engines import use_languages
+
+    source = pretrained_fixtures.checkpoint(tmp_path / "source", family)
+    convert_pretrained_translator(str(source), tmp_path / "converted")
+    ctranslate2.converters.TransformersConverter(str(source)).convert(str(tmp_path / "reference"))
+    reference = ctranslate2.Translator(str(tmp_path / "reference"))
+    tokenizer = AutoTokenizer.from_pretrained(source)
+    languages = ("deu_Latn", "fra_Latn") if family == "nllb" else (None, None)
+    if family == "nllb":
+        tokenizer.src_lang = "deu_Latn"
+    tokens = [tokenizer.convert_ids_to_tokens(ids) for ids in tokenizer(SOURCES)["input_ids"]]
+    prefix = [[languages[1]]] * len(tokens) if family == "nllb" else None
+    for quantization in ("float32", "int8"):
+        export_model(str(tmp_path / "converted"), "ctranslate2", str(tmp_path / quantization), quantization=quantization)
+        engine, exported_tokenizer = load_engine(str(tmp_path / quantization))
+        use_languages(engine, exported_tokenizer, *languages)
+        expected_reference = ctranslate2.Translator(str(tmp_path / "reference"), compute_type=quantization)
+        for beams in (1, 4):
+            expected = [
+                exported_tokenizer.decode(exported_tokenizer.convert_tokens_to_ids(r.hypotheses[0]), skip_special_tokens=True).strip()
+                for r in expected_reference.translate_batch(tokens, beam_size=beams, target_prefix=prefix, max_decoding_length=20)
+            ]
+            ours = list(translate(engine, exported_tokenizer, SOURCES, num_beams=beams, max_new_tokens=20))
+            assert ours == expected, (quantization, beams)
+    del reference
+
+
+def test_translate_script_needs_and_uses_nllbs_language_codes(tmp_path):
+    convert_pretrained_translator(str(pretrained_fixtures.checkpoint(tmp_path / "source", "nllb")), tmp_path / "converted")
+    command = [sys.executable, SCRIPTS / "translate.py", "--model", tmp_path / "converted", "--max_new_tokens", "6"]
+    missing = subprocess.run(command, input="Ein Hund.\n", capture_output=True, text=True, timeout=300)
+    assert missing.returncode == 2 and "give --source_lang and --target_lang as its tokenizer's language codes" in missing.stderr
+    done = subprocess.run(command + ["--source_lang", "deu_Latn", "--target_lang", "fra_Latn", "--num_beams", "1"],
+                          input="\n".join(SOURCES) + "\n", capture_output=True, text=True, timeout=300)
+    assert done.returncode == 0, done.stderr[-2000:]
+    model = AutoModelForSeq2SeqLM.from_pretrained(tmp_path / "converted").eval()
+    tokenizer = AutoTokenizer.from_pretrained(tmp_path / "converted", src_lang="deu_Latn")
+    french = tokenizer.convert_tokens_to_ids("fra_Latn")
+    with torch.no_grad():
+        expected = [
+            tokenizer.decode(model.generate(**tokenizer(s, return_tensors="pt"), forced_bos_token_id=french, num_beams=1, max_new_tokens=6)[0], skip_special_tokens=True).strip()
+            for s in SOURCES
+        ]
+    assert done.stdout.splitlines() == expected
+
+
+@pytest.mark.parametrize("family", ["opus-mt base", "nllb", "fsmt"])
+def test_the_onnx_export_translates_as_the_converted_model(tmp_path, family):
+    pytest.importorskip("onnxruntime")
+    from vanilla_transformer.serving import export_model, load_engine, translate
+    from vanilla_transformer.serving.engines import use_languages
+
+    convert_pretrained_translator(str(pretrained_fixtures.checkpoint(tmp_path / "source", family)), tmp_path / "converted")
+    export_model(str(tmp_path / "converted"), "onnx", str(tmp_path / "onnx"))
+    translations = []
+    for folder in ("converted", "onnx"):
+        engine, tokenizer = load_engine(str(tmp_path / folder))
+        use_languages(engine, tokenizer, *(("deu_Latn", "eng_Latn") if family == "nllb" else (None, None)))
+        translations.append(list(translate(engine, tokenizer, SOURCES, num_beams=2, max_new_tokens=10)))
+    assert translations[0] == translations[1]
+    if family == "fsmt":
+        with pytest.raises(ValueError, match="has separate source and target vocabularies, and the export names the tokens of one"):
+            export_model(str(tmp_path / "converted"), "ctranslate2", str(tmp_path / "ct2"))

@@ -94,6 +94,12 @@ def register_ctranslate2_loader():
             self.set_linear(spec.linear[-1], attention.out_proj)
 
         def get_vocabulary(self, model, tokenizer):
+            if getattr(tokenizer, "tgt_vocab_size", None) is not None or getattr(tokenizer, "separate_vocabs", False):
+                raise ValueError(
+                    f"CTranslate2 cannot run this model as exported here: its {type(tokenizer).__name__} has separate "
+                    "source and target vocabularies, and the export names the tokens of one. Serve it with --engine "
+                    "torch or export it with --format onnx."
+                )
             tokens = super().get_vocabulary(model, tokenizer)
             # Embedding rows beyond the tokenizer's vocabulary (never produced by it) still need a name
             return tokens + [f"<unused_{i}>" for i in range(len(tokens), max(model.config.vocab_size, model.config.decoder_vocab_size))]
@@ -104,7 +110,9 @@ def register_ctranslate2_loader():
 
         def set_config(self, config, model, tokenizer):
             tokens = self.get_vocabulary(model, tokenizer)
-            config.bos_token = tokens[model.config.bos_token_id]
+            # opus-mt has no bos: the decoder's start token stands in (CTranslate2 needs one)
+            bos = model.config.bos_token_id if model.config.bos_token_id is not None else model.config.decoder_start_token_id
+            config.bos_token = tokens[bos]
             config.eos_token = tokens[model.config.eos_token_id]
             config.unk_token = tokenizer.unk_token or tokens[model.config.eos_token_id]
             config.decoder_start_token = tokens[model.config.decoder_start_token_id]

@@ -51,11 +51,51 @@ def check_tokenizer_matches_config(tokenizer: PreTrainedTokenizerBase, config: P
         if theirs is not None and ours != theirs:
             problems.append(f"{name}: tokenizer {theirs}, config {ours}")
     target_vocab = getattr(config, "decoder_vocab_size", None) or config.vocab_size
-    if len(tokenizer) > min(config.vocab_size, target_vocab):
-        problems.append(f"vocabulary: tokenizer has {len(tokenizer)} tokens, model has {min(config.vocab_size, target_vocab)}")
+    # A tokenizer with a target vocabulary of its own (FSMT's) is checked side by side; one vocabulary fits both sides
+    source_tokens = len(tokenizer)
+    target_tokens = getattr(tokenizer, "tgt_vocab_size", source_tokens)
+    sizes = (source_tokens, config.vocab_size), (target_tokens, target_vocab)
+    if target_tokens == source_tokens:
+        sizes = ((source_tokens, min(config.vocab_size, target_vocab)),)
+    for tokens, embedded in sizes:
+        if tokens > embedded:
+            problems.append(f"vocabulary: tokenizer has {tokens} tokens, model has {embedded}")
     if problems:
         raise ValueError(
             "The tokenizer does not match the model config (" + "; ".join(problems) + "). Use the tokenizer the "
             "model was trained with, or build the config from this tokenizer (vocab_size=len(tokenizer) and its "
             "special token ids)."
         )
+
+
+def is_multilingual(tokenizer: PreTrainedTokenizerBase) -> bool:
+    """NLLB's and M2M100's tokenizers: one model for many languages, each sentence tagged with its language's code."""
+    # FSMT's tokenizer names its two languages too, but has no codes to switch
+    return hasattr(tokenizer, "set_src_lang_special_tokens") and hasattr(tokenizer, "tgt_lang")
+
+
+def language_code_id(tokenizer: PreTrainedTokenizerBase, code: str) -> int:
+    """The token id of a language code of a multilingual tokenizer ("deu_Latn" for NLLB, "de" for M2M100)."""
+    if hasattr(tokenizer, "get_lang_id"):  # M2M100Tokenizer keeps its codes apart, as __de__
+        token_id = tokenizer.lang_code_to_id.get(code)
+    else:
+        token_id = tokenizer.convert_tokens_to_ids(code)
+        token_id = None if token_id == tokenizer.unk_token_id else token_id
+    if token_id is None:
+        codes = sorted(getattr(tokenizer, "lang_code_to_id", None) or map(str, tokenizer.extra_special_tokens))
+        raise ValueError(
+            f"{code!r} is not a language code of this {type(tokenizer).__name__}: give the language as one of its "
+            f"{len(codes)} codes, e.g. {', '.join(codes[:4])} ..."
+        )
+    return token_id
+
+
+def use_language_codes(tokenizer: PreTrainedTokenizerBase, generation_config, source_lang: str, target_lang: str) -> None:
+    """Tags sources with `source_lang`'s code and targets with `target_lang`'s, and makes that code the first
+    generated token (`forced_bos_token_id`), as transformers' example `run_translation.py` does for NLLB and M2M100.
+    A tokenizer of one language pair is left as it is."""
+    if not is_multilingual(tokenizer):
+        return
+    language_code_id(tokenizer, source_lang)
+    generation_config.forced_bos_token_id = language_code_id(tokenizer, target_lang)
+    tokenizer.src_lang, tokenizer.tgt_lang = source_lang, target_lang

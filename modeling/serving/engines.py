@@ -18,6 +18,8 @@ from pathlib import Path
 import torch
 from transformers import AutoModelForSeq2SeqLM, AutoTokenizer, GenerationConfig
 
+from ..data.tokenization import is_multilingual, use_language_codes
+
 
 ENGINES = ("auto", "torch", "ctranslate2", "onnxruntime")
 EXPORT_INFO = "export.json"  # what an exported folder is: its format and the model's config
@@ -41,6 +43,10 @@ class GenerateEngine:
         self.model = model
         self.parallel_batches = parallel_batches
         self.max_source_length = model.config.max_position_embeddings
+
+    @property
+    def generation_config(self) -> GenerationConfig:
+        return self.model.generation_config
 
     def decoding_options(self, **overrides) -> DecodingOptions:
         return decoding_options(self.model.generation_config, **overrides)
@@ -78,8 +84,15 @@ class CTranslate2Engine:
         return decoding_options(self.generation_config, **overrides)
 
     def translate_ids(self, sources: list[list[int]], options: DecodingOptions) -> list[list[int]]:
+        # A multilingual model's target language: generate()'s forced first token is CTranslate2's target prefix
+        forced = self.generation_config.forced_bos_token_id
+        prefix = [[self.tokenizer.convert_ids_to_tokens(forced)]] * len(sources) if forced is not None else None
+        # generate()'s bad words (opus-mt's <pad>, its decoder start) are never generated here either
+        suppressed = [self.tokenizer.convert_ids_to_tokens(ids) for ids in self.generation_config.bad_words_ids or []]
         results = self.translator.translate_batch(
             [self.tokenizer.convert_ids_to_tokens(ids) for ids in sources],
+            target_prefix=prefix,
+            suppress_sequences=suppressed or None,
             beam_size=options.num_beams,
             length_penalty=options.length_penalty,
             # CTranslate2 counts the generated tokens with the end of sentence, generate() the start token too
@@ -104,6 +117,20 @@ def decoding_options(generation_config: GenerationConfig, **overrides) -> Decodi
         length_penalty=given.get("length_penalty", generation_config.length_penalty or defaults.length_penalty),
         max_length=given.get("max_length", generation_config.max_length or defaults.max_length),
     )
+
+
+def use_languages(engine, tokenizer, source_lang: str | None, target_lang: str | None) -> None:
+    """A multilingual model (NLLB, M2M100) translates between the languages given as its tokenizer's codes
+    (deu_Latn for NLLB, de for M2M100): sources are tagged with the source's, and the target's is the first
+    generated token. A model of one language pair needs nothing."""
+    if not is_multilingual(tokenizer):
+        return
+    if source_lang is None or target_lang is None:
+        raise ValueError(
+            f"This model translates between many languages: give --source_lang and --target_lang as its tokenizer's "
+            f"language codes (now {tokenizer.src_lang} -> {tokenizer.tgt_lang}, e.g. deu_Latn and eng_Latn for NLLB)."
+        )
+    use_language_codes(tokenizer, engine.generation_config, source_lang, target_lang)
 
 
 def threads_per_batch(threads: int | None, parallel_batches: int) -> int:

@@ -64,8 +64,8 @@ def train_with_accelerate(model_args: ModelArguments, data_args: DataTrainingArg
     )
     resume, start_step = resolve_resume(args.resume_from_checkpoint, args.output_dir)
     set_seed(args.seed)
-    splits = open_splits(data_args, model_args, do_train=True, do_eval=False, do_predict=False)
-    tokenizer, model = load_tokenizer_and_model(model_args)
+    tokenizer, model = load_tokenizer_and_model(model_args, data_args)
+    splits = open_splits(data_args, model_args, do_train=True, do_eval=False, do_predict=False, tokenizer=tokenizer)
     check_lengths_fit(data_args, model.config)
     output_dir = args.output_dir if accelerator.is_main_process else None
     train = tokenize_splits(splits, tokenizer, data_args, output_dir)["train"]

@@ -31,7 +31,7 @@ from transformers import (
 from transformers.trainer_utils import get_last_checkpoint
 
 from ..configuration_vanilla_transformer import VanillaTransformerConfig
-from ..data.tokenization import check_tokenizer_matches_config
+from ..data.tokenization import check_tokenizer_matches_config, is_multilingual, use_language_codes
 from ..data.tokenized_corpus import PairFilter, tokenize_once
 from ..data.translation_data import (
     ParallelTextFiles,
@@ -76,8 +76,8 @@ class ModelArguments:
 class DataTrainingArguments:
     """The data, its preprocessing, the batching and the evaluation decoding."""
 
-    source_lang: str | None = field(default=None, metadata={"help": "Source language key, e.g. 'de'."})
-    target_lang: str | None = field(default=None, metadata={"help": "Target language key, e.g. 'en'."})
+    source_lang: str | None = field(default=None, metadata={"help": "Source language key, e.g. 'de'; for NLLB or M2M100 the tokenizer's language code (deu_Latn, de)."})
+    target_lang: str | None = field(default=None, metadata={"help": "Target language key, e.g. 'en'; for NLLB or M2M100 the tokenizer's language code (eng_Latn, en)."})
     dataset_name: str | None = field(default=None, metadata={"help": "A dataset of the Hub (needs the network)."})
     dataset_config_name: str | None = field(default=None, metadata={"help": "The Hub dataset's configuration."})
     train_file: str | None = field(
@@ -280,12 +280,21 @@ def resolve_resume_checkpoint(training_args: Seq2SeqTrainingArguments, overwrite
 
 
 def open_splits(
-    data_args: DataTrainingArguments, model_args: ModelArguments, do_train: bool, do_eval: bool, do_predict: bool
+    data_args: DataTrainingArguments,
+    model_args: ModelArguments,
+    do_train: bool,
+    do_eval: bool,
+    do_predict: bool,
+    tokenizer: PreTrainedTokenizerBase,
 ) -> dict[str, ParallelTextFiles | TranslationRecords]:
-    """The sentence pairs of each split that a phase needs, opened (files found, languages checked), not yet read."""
+    """The sentence pairs of each split that a phase needs, opened (files found, languages checked), not yet read.
+    With a multilingual tokenizer (NLLB, M2M100) the languages are its codes, and the data's keys their part before
+    "_" (deu_Latn: deu), as in transformers' example."""
     if data_args.source_lang is None or data_args.target_lang is None:
         raise ValueError("Set both --source_lang and --target_lang (the language keys of the data, e.g. de and en).")
     source_lang, target_lang = data_args.source_lang, data_args.target_lang
+    if is_multilingual(tokenizer):
+        source_lang, target_lang = source_lang.split("_")[0], target_lang.split("_")[0]
     wanted = {
         "train": (do_train, data_args.train_file, data_args.max_train_samples),
         "validation": (do_eval, data_args.validation_file, data_args.max_eval_samples),
@@ -315,9 +324,12 @@ def open_splits(
     return splits
 
 
-def load_tokenizer_and_model(model_args: ModelArguments) -> tuple[PreTrainedTokenizerBase, PreTrainedModel]:
+def load_tokenizer_and_model(
+    model_args: ModelArguments, data_args: DataTrainingArguments
+) -> tuple[PreTrainedTokenizerBase, PreTrainedModel]:
     """Fine-tunes `--model_name_or_path`, or builds a new model from `--config_name` / the paper's base config with
-    the tokenizer's vocabulary size and special ids."""
+    the tokenizer's vocabulary size and special ids. A multilingual tokenizer (NLLB, M2M100) is set to the languages'
+    codes, and the target's becomes the first generated token."""
     hub_kwargs = dict(cache_dir=model_args.cache_dir, revision=model_args.model_revision, token=model_args.token)
     source = model_args.model_name_or_path
     if source is not None and Path(source).exists() and not (Path(source) / "config.json").is_file():
@@ -350,6 +362,8 @@ def load_tokenizer_and_model(model_args: ModelArguments) -> tuple[PreTrainedToke
         config = type(config).from_dict(values)  # rebuilt, so every value is checked again
         model = AutoModelForSeq2SeqLM.from_config(config, attn_implementation=model_args.attn_implementation)
     check_tokenizer_matches_config(tokenizer, model.config)
+    if data_args.source_lang is not None and data_args.target_lang is not None:
+        use_language_codes(tokenizer, model.generation_config, data_args.source_lang, data_args.target_lang)
     return tokenizer, model
 
 
@@ -393,8 +407,8 @@ def run_translation(
     if training_args.device.type == "cpu":
         keep_freed_memory_for_reuse()
     set_seed(training_args.seed)
-    splits = open_splits(data_args, model_args, training_args.do_train, training_args.do_eval, training_args.do_predict)
-    tokenizer, model = load_tokenizer_and_model(model_args)
+    tokenizer, model = load_tokenizer_and_model(model_args, data_args)
+    splits = open_splits(data_args, model_args, training_args.do_train, training_args.do_eval, training_args.do_predict, tokenizer)
 
     check_lengths_fit(data_args, model.config)
     if training_args.ddp_find_unused_parameters is None:
