@@ -4,9 +4,11 @@ or the same run (see the module named in each subcommand's help for what is meas
     python scripts/benchmark.py model --size tiny --threads 2 --json tiny.json
     python scripts/benchmark.py model --size base --device cuda --dtype bf16
     python scripts/benchmark.py model --size tiny --profile
+    python scripts/benchmark.py model --size opus-mt-base --layout opus-mt   # a converted opus-mt against MarianMTModel
     python scripts/benchmark.py recipe --corpus ../shared/data/multi30k/train --dtype bf16 --attn_implementation eager
     python scripts/benchmark.py serving --model RUN --source test.de.gz --reference test.en.gz --json serving.json
     python scripts/benchmark.py data --corpus ../shared/data/multi30k/train --pairs 500000 4500000 --json data.json
+    python scripts/benchmark.py data --corpus ../shared/data/multi30k/train --pairs 29000 --tokenizers opus-mt-de-en
     python scripts/benchmark.py server --model RUN-ct2 --source test.de.gz --langs de en --clients 32 --seconds 60
 """
 
@@ -29,7 +31,7 @@ def model_benchmark(args) -> dict | None:
         for num_beams in (1, 4):
             print(profile_generation(args.size, args.device, DTYPES[args.dtype], args.threads, num_beams))
         return None
-    summary = benchmark(args.size, args.device, DTYPES[args.dtype], args.threads, args.repeats, args.warmup, args.models)
+    summary = benchmark(args.size, args.device, DTYPES[args.dtype], args.threads, args.repeats, args.warmup, args.models, args.layout)
     print(format_table(summary))
     return summary
 
@@ -60,9 +62,18 @@ def serving_benchmark(args) -> dict:
 
 
 def data_benchmark(args) -> dict:
-    from vanilla_transformer.analysis.data_benchmark import data_benchmark, format_data_table
+    from vanilla_transformer.analysis.data_benchmark import (
+        data_benchmark,
+        format_data_table,
+        format_tokenizer_table,
+        tokenizer_throughput,
+    )
 
     with tempfile.TemporaryDirectory() as scratch:
+        if args.tokenizers:
+            rows = tokenizer_throughput(args.corpus, tuple(args.langs), args.tokenizers, args.pairs[0], Path(args.scratch_dir or scratch))
+            print(format_tokenizer_table(rows))
+            return {"source": args.corpus, "langs": args.langs, "tokenizers": rows}
         summary = data_benchmark(args.corpus, tuple(args.langs), args.pairs, Path(args.scratch_dir or scratch), args.processes)
     print(format_data_table(summary))
     return summary
@@ -85,7 +96,7 @@ def server_benchmark(args) -> dict:
 
 
 def parser() -> argparse.ArgumentParser:
-    from vanilla_transformer.analysis.benchmarking import MODELS, SIZES
+    from vanilla_transformer.analysis.benchmarking import LAYOUTS, MODELS, SIZES
 
     main = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     modes = main.add_subparsers(dest="mode", required=True, metavar="MODE")
@@ -108,7 +119,10 @@ def parser() -> argparse.ArgumentParser:
     model.add_argument("--threads", type=int, default=2, help="CPU threads")
     model.add_argument("--repeats", type=int, default=7, help="measured rounds (medians are reported)")
     model.add_argument("--warmup", type=int, default=2, help="unmeasured rounds first")
-    model.add_argument("--models", nargs="+", choices=MODELS, default=list(MODELS))
+    model.add_argument("--layout", choices=LAYOUTS, default="paper",
+                       help="paper: ours against MarianMTModel and the tutorial; opus-mt / m2m100: a pretrained family's "
+                       "layout in its transformers class against ours converted from it")
+    model.add_argument("--models", nargs="+", choices=MODELS, help="default: ours and the layout's reference")
     model.add_argument("--profile", action="store_true",
                        help="print where the time goes instead: our training step (torch profiler table), then greedy "
                        "and beam-4 generation of ours and Marian side by side")
@@ -140,6 +154,8 @@ def parser() -> argparse.ArgumentParser:
                       "repeated or cut to N pairs")
     data.add_argument("--langs", nargs=2, default=["de", "en"], metavar=("SOURCE", "TARGET"))
     data.add_argument("--pairs", nargs="+", type=int, default=[500_000], help="corpus sizes to measure, in pairs")
+    data.add_argument("--tokenizers", nargs="+", help="instead: the tokenize-once pairs/s of these saved tokenizers "
+                      "(folders or Hub ids, e.g. converted translators), in one process and one per core")
     data.add_argument("--processes", type=int, default=1, help="also a cold start on this many processes (torchrun)")
     data.add_argument("--scratch_dir", help="where the corpora, caches and runs go (default: a temporary folder)")
 

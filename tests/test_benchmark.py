@@ -77,3 +77,19 @@ def test_the_gpu_check_says_there_is_no_gpu_and_runs_nothing_on_a_cpu_machine(tm
     done = subprocess.run(["bash", SCRIPTS / "gpu_check.sh", tmp_path / "gpu.json"], capture_output=True, text=True)
     assert done.returncode == 0 and "no CUDA GPU here" in done.stdout
     assert not (tmp_path / "gpu.json").exists()
+
+
+def test_the_data_benchmark_measures_a_converted_translators_slow_tokenizer_on_every_core(tmp_path):
+    from . import pretrained_fixtures
+
+    marian = pretrained_fixtures.checkpoint(tmp_path / "opus-mt", "opus-mt base")
+    prefixes = write_numbers_data(tmp_path, {"train": 300})
+    out = tmp_path / "tokenizers.json"
+    command = [sys.executable, SCRIPTS / "benchmark.py", "data", "--corpus", prefixes["train"], "--langs", SOURCE, TARGET,
+               "--pairs", "300", "--tokenizers", marian, "--json", out]
+    result = subprocess.run(command, capture_output=True, text=True)
+    assert result.returncode == 0, result.stderr[-2000:]
+    (row,) = json.loads(out.read_text())["tokenizers"]
+    assert row["class"] == "MarianTokenizer" and not row["fast"] and row["pairs"] == 300
+    assert all(value > 0 for key, value in row.items() if key.startswith("pairs_per_second_"))
+    assert "MarianTokenizer (slow)" in result.stdout

@@ -34,14 +34,59 @@ from ..training.step_timing import BOS, EOS, PAD, Batch, timed, translation_batc
 SIZES = {
     "tiny": dict(d_model=256, layers=3, heads=4, ffn=1024, vocab=8000),
     "base": dict(d_model=512, layers=6, heads=8, ffn=2048, vocab=16000),
+    # Helsinki-NLP/opus-mt-de-en's dimensions and vocabulary
+    "opus-mt-base": dict(d_model=512, layers=6, heads=8, ffn=2048, vocab=58101),
 }
-MODELS = ("ours-eager", "ours-sdpa", "marian-sdpa", "tutorial")
+MODELS = ("ours-eager", "ours-sdpa", "marian-sdpa", "m2m100-sdpa", "tutorial")
+# The paper's model against MarianMTModel of its dimensions, or a pretrained family's layout converted from the
+# family's own class (conversion/pretrained.py), against that class
+LAYOUTS = {"paper": "marian-sdpa", "opus-mt": "marian-sdpa", "m2m100": "m2m100-sdpa"}
 
 
-def build(name: str, size: str, device: str, dtype: torch.dtype):
-    """The model `name` at `size`, with the same dimensions, vocabulary, tied embeddings and positions for all."""
+def default_models(layout: str) -> list[str]:
+    return ["ours-eager", "ours-sdpa", LAYOUTS[layout]] + (["tutorial"] if layout == "paper" else [])
+
+
+def pretrained_layout_model(layout: str, size: str):
+    """transformers' own class of a pretrained family with that family's switches at `size`: opus-mt's
+    MarianMTModel (swish, sines first, a logits bias) or NLLB's M2M100ForConditionalGeneration (pre-LN with final
+    LayerNorms, fairseq's positions)."""
+    from transformers import M2M100Config, M2M100ForConditionalGeneration
+
+    s = SIZES[size]
+    dimensions = dict(
+        vocab_size=s["vocab"], d_model=s["d_model"], encoder_layers=s["layers"], decoder_layers=s["layers"],
+        encoder_attention_heads=s["heads"], decoder_attention_heads=s["heads"], encoder_ffn_dim=s["ffn"],
+        decoder_ffn_dim=s["ffn"], dropout=0.1, scale_embedding=True, max_position_embeddings=256, pad_token_id=PAD,
+        eos_token_id=EOS, decoder_start_token_id=BOS, forced_eos_token_id=None,
+    )
+    if layout == "opus-mt":
+        model = MarianMTModel(MarianConfig(activation_function="swish", **dimensions))
+        with torch.no_grad():
+            model.final_logits_bias.normal_()
+    else:
+        model = M2M100ForConditionalGeneration(
+            M2M100Config(activation_function="relu", encoder_layerdrop=0.0, decoder_layerdrop=0.0, attention_dropout=0.0, **dimensions)
+        )
+    model.set_attn_implementation("sdpa")
+    return model
+
+
+def build(name: str, size: str, device: str, dtype: torch.dtype, layout: str = "paper"):
+    """The model `name` at `size`, with the same dimensions, vocabulary, tied embeddings and positions for all; with
+    a pretrained `layout`, the family's class and ours converted from it, with the same weights."""
     s = SIZES[size]
     torch.manual_seed(0)
+    if layout != "paper":
+        if name == "tutorial" or (not name.startswith("ours") and name != LAYOUTS[layout]):
+            raise ValueError(f"The {layout} layout compares ours with {LAYOUTS[layout]}, not {name}.")
+        from ..conversion.pretrained import from_pretrained_translator
+
+        model = pretrained_layout_model(layout, size)
+        if name.startswith("ours"):
+            model = from_pretrained_translator(model)
+            model.set_attn_implementation(name.split("-")[1])
+        return model.to(device=device, dtype=dtype)
     if name.startswith("ours"):
         config = VanillaTransformerConfig(
             vocab_size=s["vocab"], d_model=s["d_model"], encoder_layers=s["layers"], decoder_layers=s["layers"],
@@ -114,11 +159,14 @@ def training_flops(size: str, batch: Batch) -> float:
     return float(6 * (encoder + decoder) + 6 * 2 * d * attention_pairs)
 
 
-def benchmark(size: str, device: str, dtype: torch.dtype, threads: int, repeats: int, warmup: int, models=MODELS) -> dict:
+def benchmark(
+    size: str, device: str, dtype: torch.dtype, threads: int, repeats: int, warmup: int, models=None, layout: str = "paper"
+) -> dict:
     torch.set_num_threads(threads)
+    models = models or default_models(layout)
     batches = [translation_batch(64, SIZES[size]["vocab"], seed, device) for seed in range(4)]
     sources = translation_batch(16, SIZES[size]["vocab"], 100, device)
-    built = {name: build(name, size, device, dtype) for name in models}
+    built = {name: build(name, size, device, dtype, layout) for name in models}
     optimizers = {name: torch.optim.Adam(m.parameters(), lr=1e-4) for name, m in built.items()}
     results = {name: {"train": [], "greedy": [], "beam4": []} for name in models}
 
@@ -151,7 +199,7 @@ def benchmark(size: str, device: str, dtype: torch.dtype, threads: int, repeats:
                 results[name]["beam4"].append(16 * 32 / seconds)
 
     peak = measure_matmul_peak(device, dtype)
-    summary = {"size": size, "device": device, "dtype": str(dtype).removeprefix("torch."), "threads": threads, "matmul_peak_flops": peak, "models": {}}
+    summary = {"size": size, "layout": layout, "device": device, "dtype": str(dtype).removeprefix("torch."), "threads": threads, "matmul_peak_flops": peak, "models": {}}
     for name in models:
         entry = {}
         for figure, values in results[name].items():
@@ -159,23 +207,24 @@ def benchmark(size: str, device: str, dtype: torch.dtype, threads: int, repeats:
                 entry[figure] = {"median": statistics.median(values), "min": min(values), "max": max(values)}
         flops_per_token = statistics.mean(training_flops(size, b) / b.target_tokens for b in batches)
         entry["train_mfu"] = entry["train"]["median"] * flops_per_token / peak
-        entry["train_peak_memory_bytes"] = peak_training_memory(name, size, device, dtype, threads)
+        entry["train_peak_memory_bytes"] = peak_training_memory(name, size, device, dtype, threads, layout)
         summary["models"][name] = entry
-    ours, marian = summary["models"].get("ours-sdpa"), summary["models"].get("marian-sdpa")
-    if ours and marian:
+    ours, reference = summary["models"].get("ours-sdpa"), summary["models"].get(LAYOUTS[layout])
+    if ours and reference:
+        summary["reference"] = LAYOUTS[layout]
         summary["ratios"] = {
-            figure: ours[figure]["median"] / marian[figure]["median"] for figure in ("train", "greedy", "beam4")
+            figure: ours[figure]["median"] / reference[figure]["median"] for figure in ("train", "greedy", "beam4")
         }
-        summary["ratios"]["train_peak_memory"] = ours["train_peak_memory_bytes"] / marian["train_peak_memory_bytes"]
+        summary["ratios"]["train_peak_memory"] = ours["train_peak_memory_bytes"] / reference["train_peak_memory_bytes"]
     return summary
 
 
-def peak_training_memory(name: str, size: str, device: str, dtype: torch.dtype, threads: int) -> int:
+def peak_training_memory(name: str, size: str, device: str, dtype: torch.dtype, threads: int, layout: str = "paper") -> int:
     """Peak memory of training steps above what the process held before them, measured in a fresh process so that
     the other models' allocations do not count."""
     code = (
         "import json, sys; from vanilla_transformer.analysis.benchmarking import measure_peak_memory_here; "
-        f"print(json.dumps(measure_peak_memory_here({name!r}, {size!r}, {device!r}, {str(dtype).removeprefix('torch.')!r}, {threads})))"
+        f"print(json.dumps(measure_peak_memory_here({name!r}, {size!r}, {device!r}, {str(dtype).removeprefix('torch.')!r}, {threads}, {layout!r})))"
     )
     # A fixed mmap threshold makes glibc hand large freed blocks back at once, so resident memory follows the
     # tensors alive at each moment (by default it keeps them, and the step's peak would hide in the baseline)
@@ -184,9 +233,9 @@ def peak_training_memory(name: str, size: str, device: str, dtype: torch.dtype, 
     return json.loads(result.stdout.strip().splitlines()[-1])
 
 
-def measure_peak_memory_here(name: str, size: str, device: str, dtype: str, threads: int) -> int:
+def measure_peak_memory_here(name: str, size: str, device: str, dtype: str, threads: int, layout: str = "paper") -> int:
     torch.set_num_threads(threads)
-    model = build(name, size, device, getattr(torch, dtype)).train()
+    model = build(name, size, device, getattr(torch, dtype), layout).train()
     optimizer = torch.optim.Adam(model.parameters(), lr=1e-4)
     batch = translation_batch(64, SIZES[size]["vocab"], 0, device)
     # One step first, so that Adam's state exists: what is measured is what every later step needs on top
@@ -230,7 +279,7 @@ def _peak_resident_bytes() -> int:
 
 def format_table(summary: dict) -> str:
     lines = [
-        f"size {summary['size']}, {summary['device']} {summary['dtype']}, {summary['threads']} threads, "
+        f"size {summary['size']}, layout {summary['layout']}, {summary['device']} {summary['dtype']}, {summary['threads']} threads, "
         f"matmul peak {summary['matmul_peak_flops'] / 1e9:.0f} GFLOP/s",
         f"{'model':<12} {'train tok/s (min-max)':>26} {'greedy tok/s (min-max)':>26} {'beam4 tok/s (min-max)':>26} {'MFU':>6} {'peak MB':>8}",
     ]
@@ -244,7 +293,7 @@ def format_table(summary: dict) -> str:
             f"{entry['train_peak_memory_bytes'] / 2**20:>8.0f}"
         )
     if "ratios" in summary:
-        lines.append("ours-sdpa / marian-sdpa: " + ", ".join(f"{k} {v:.2f}x" for k, v in summary["ratios"].items()))
+        lines.append(f"ours-sdpa / {summary['reference']}: " + ", ".join(f"{k} {v:.2f}x" for k, v in summary["ratios"].items()))
     return "\n".join(lines)
 
 

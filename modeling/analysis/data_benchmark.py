@@ -166,6 +166,45 @@ def data_benchmark(source_prefix: str, langs: tuple[str, str], pair_counts: list
     return {"source": str(source_prefix), "langs": list(langs), "model": MODEL, "cpus": os.cpu_count(), "results": results}
 
 
+def tokenizer_throughput(source_prefix: str, langs: tuple[str, str], tokenizers: list[str], pairs: int, scratch: Path) -> list[dict]:
+    """Pairs per second of the tokenize-once pipeline (`tokenize_once`, no cache yet) over the first `pairs` pairs, for
+    each saved tokenizer (a folder or Hub id: a converted opus-mt's slow sentencepiece `MarianTokenizer`, NLLB's fast
+    one, FSMT's Moses + BPE, ...), in one process and in one worker process per core."""
+    from transformers import AutoTokenizer
+
+    from ..data.tokenized_corpus import available_cores, tokenize_once
+    from ..data.translation_data import ParallelTextFiles
+
+    prefix = write_corpus(source_prefix, langs, pairs, scratch / f"corpus-{pairs}")
+    rows = []
+    for name in tokenizers:
+        tokenizer = AutoTokenizer.from_pretrained(name)
+        row = {"tokenizer": name, "class": type(tokenizer).__name__, "fast": tokenizer.is_fast, "pairs": pairs}
+        for workers in (1, available_cores()):
+            cache = scratch / "tokenizer-cache"
+            shutil.rmtree(cache, ignore_errors=True)
+            corpus = tokenize_once(ParallelTextFiles(str(prefix), *langs), tokenizer, "train", max_source_length=256,
+                                   max_target_length=256, cache_root=cache, num_workers=workers)
+            row[f"pairs_per_second_{workers}_processes"] = corpus.summary["pairs_per_second"]
+        shutil.rmtree(cache, ignore_errors=True)
+        rows.append(row)
+    for lang in langs:
+        os.remove(f"{prefix}.{lang}")
+    return rows
+
+
+def format_tokenizer_table(rows: list[dict]) -> str:
+    workers = [key for key in rows[0] if key.startswith("pairs_per_second_")]
+    lines = [
+        "| tokenizer | class | " + " | ".join(key.removeprefix("pairs_per_second_").replace("_", " ") for key in workers) + " |",
+        "| --- | --- | " + " | ".join("---" for _ in workers) + " |",
+    ]
+    for row in rows:
+        cells = " | ".join(f"{row[key]:,.0f} pairs/s" for key in workers)
+        lines.append(f"| {row['tokenizer']} | {row['class']}{'' if row['fast'] else ' (slow)'} | {cells} |")
+    return "\n".join(lines)
+
+
 def format_data_table(summary: dict) -> str:
     lines = [
         "| pairs | cold start to step 1 | warm start | tokenizing | peak private (anon) | file-backed | workers' private | loader s/batch vs step |",
