@@ -186,8 +186,7 @@ def check_tokenizer(tokenizer, config: VanillaTransformerConfig, model: str):
     if largest_id >= config.vocab_size:
         raise ConversionError(
             f"The tokenizer of {model!r} has token ids up to {largest_id} but the model embeds {config.vocab_size} "
-            "tokens: they "
-            "are not each other's. Use the tokenizer files that were published with these weights."
+            "tokens: they are not each other's. Use the tokenizer files that were published with these weights."
         )
     target_vocab_size = getattr(tokenizer, "tgt_vocab_size", None)  # FSMT's separate target vocabulary
     if target_vocab_size is not None and target_vocab_size > config.decoder_vocab_size:
